@@ -1,0 +1,1 @@
+"""Data sets: MedMNIST files, imported folders and manifests, splits, transform presets."""

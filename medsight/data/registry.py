@@ -1,0 +1,136 @@
+"""Find data sets by name: the MedMNIST collection, the built-in synthetic set, and imported ones."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsight.data.catalogue import CITATION, MEDMNIST
+from medsight.data.dataset import SPLITS, ImageDataset, Split
+from medsight.data.npz import load_npz_dataset, read_npz_arrays
+from medsight.data.synthetic import synthetic_lesions
+from medsight.errors import BadInputError, DataNotFoundError
+from medsight.paths import downloads_dir, medsight_data, medsight_home
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    kind: str
+    location: Path | None
+    description: str
+
+    @property
+    def available(self) -> bool:
+        return self.kind == SYNTHETIC or (self.location is not None and self.location.exists())
+
+
+def registry_dir() -> Path:
+    return medsight_home() / "datasets"
+
+
+def medmnist_candidates(name: str) -> list[Path]:
+    """Where a MedMNIST file is looked for, in order."""
+    data = medsight_data()
+    return [data / "medmnist" / f"{name}.npz", data / f"{name}.npz", downloads_dir() / f"{name}.npz"]
+
+
+def list_datasets() -> list[DatasetEntry]:
+    entries = []
+    for name, entry in MEDMNIST.items():
+        found = next((p for p in medmnist_candidates(name) if p.exists()), None)
+        kind = f"MedMNIST {entry.spatial_dims}D, {entry.modality}"
+        entries.append(DatasetEntry(name, "medmnist", found, kind))
+    entries.append(DatasetEntry(SYNTHETIC, SYNTHETIC, None, "built-in lesion phantoms (offline demo)"))
+    folder = registry_dir()
+    for record_file in sorted(folder.glob("*/dataset.json")) if folder.exists() else []:
+        record = json.loads(record_file.read_text())
+        location = Path(record["source"]) if record["kind"] == "npz" else record_file.parent / "images.npz"
+        entries.append(
+            DatasetEntry(
+                record["name"], f"imported {record['kind']}", location, f"imported from {record['source']}"
+            )
+        )
+    return entries
+
+
+def load_dataset(name: str) -> ImageDataset:
+    """Load a data set by name, or say where it was looked for and how to get it."""
+    if name == SYNTHETIC:
+        return synthetic_lesions()
+    record_file = registry_dir() / name / "dataset.json"
+    if record_file.exists():
+        return _load_imported(json.loads(record_file.read_text()), record_file.parent)
+    if name in MEDMNIST:
+        entry = MEDMNIST[name]
+        candidates = medmnist_candidates(name)
+        found = next((p for p in candidates if p.exists()), None)
+        if found is None:
+            raise DataNotFoundError(
+                f"data set '{name}' not found; looked in: {', '.join(str(p) for p in candidates)}. "
+                f"Get it with `medsight data pull {name}`, or set MEDSIGHT_DATA to the folder that holds "
+                f"medmnist/{name}.npz."
+            )
+        if entry.task != "classification":
+            raise BadInputError(
+                f"'{name}' is a {entry.task} data set; medsight trains single-label classifiers."
+            )
+        return load_npz_dataset(
+            found,
+            name,
+            classes=list(entry.classes),
+            spatial_dims=entry.spatial_dims,
+            modality=entry.modality,
+            licence=entry.licence,
+            citation=CITATION,
+        )
+    known = ", ".join(e.name for e in list_datasets())
+    raise DataNotFoundError(
+        f"no data set named '{name}'. Known names: {known}. Register your own with `medsight data import PATH`."
+    )
+
+
+def _load_imported(record: dict, folder: Path) -> ImageDataset:
+    if record["kind"] == "npz":
+        source = Path(record["source"])
+        if not source.exists():
+            raise DataNotFoundError(
+                f"data set '{record['name']}' was imported from {source}, which is no longer there. "
+                "Put the file back or import it again."
+            )
+        return load_npz_dataset(
+            source,
+            record["name"],
+            classes=record["classes"],
+            spatial_dims=record["spatial_dims"],
+            modality=record["modality"],
+        )
+    arrays = read_npz_arrays(folder / "images.npz")
+    splits = {}
+    for split in SPLITS:
+        pick = arrays["splits"] == split
+        splits[split] = Split(arrays["images"][pick], arrays["labels"][pick], arrays["groups"][pick])
+    if any(len(s) == 0 for s in splits.values()):
+        raise BadInputError(
+            f"data set '{record['name']}': a split is empty; import it again with more images."
+        )
+    return ImageDataset(
+        record["name"],
+        record["classes"],
+        record["spatial_dims"],
+        record["modality"],
+        splits,
+        source=record["source"],
+    )
+
+
+def remove_dataset(name: str) -> None:
+    import shutil
+
+    folder = registry_dir() / name
+    if not (folder / "dataset.json").exists():
+        raise DataNotFoundError(f"no imported data set named '{name}'.")
+    shutil.rmtree(folder)

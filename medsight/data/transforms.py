@@ -1,0 +1,145 @@
+"""Preprocessing and augmentation presets, built from MONAI transforms.
+
+Preprocessing is deterministic and applied once to a whole split (images are small); it ends
+with a data-set-wide standardisation whose mean and sd come from the training split only.
+Augmentation is random, per image, on the training split only, and chosen by modality and
+dimensionality: chest X-rays are never flipped (anatomy has a side), shapes and cells may be.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    GaussianSmooth,
+    MedianSmooth,
+    NormalizeIntensity,
+    Rand2DElastic,
+    Rand3DElastic,
+    RandAdjustContrast,
+    RandAffine,
+    RandFlip,
+    RandGaussianNoise,
+    RandRotate90,
+    RandScaleIntensity,
+    Resize,
+    ScaleIntensity,
+    ScaleIntensityRange,
+)
+
+from medsight.errors import ConfigError
+
+CT_WINDOWS = {  # level, width in Hounsfield units
+    "brain": (40, 80),
+    "subdural": (75, 215),
+    "soft-tissue": (40, 400),
+    "abdomen": (60, 400),
+    "lung": (-600, 1500),
+    "bone": (400, 1800),
+}
+INTENSITY_PRESETS = ("scale", "minmax", "zscore", "none") + tuple(f"ct-{w}" for w in CT_WINDOWS)
+AUGMENT_LEVELS = ("none", "light", "standard", "strong")
+ORIENTED = {"xray", "ct", "mr", "mammography", "ultrasound", "oct", "pet", "nuclear", "unknown"}
+
+
+def intensity_transform(preset: str, dtype: np.dtype):
+    """The per-image intensity mapping named by ``preset``."""
+    if preset == "scale":  # keep relative intensities: fixed range of the stored type
+        top = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+        return ScaleIntensityRange(a_min=0.0, a_max=top, b_min=0.0, b_max=1.0)
+    if preset == "minmax":
+        return ScaleIntensity(minv=0.0, maxv=1.0)
+    if preset == "zscore":
+        return NormalizeIntensity(channel_wise=True)
+    if preset.startswith("ct-"):
+        window = CT_WINDOWS.get(preset[3:])
+        if window is None:
+            raise ConfigError(f"unknown CT window '{preset}'; choose one of {', '.join(INTENSITY_PRESETS)}.")
+        level, width = window
+        return ScaleIntensityRange(
+            a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True
+        )
+    if preset == "none":
+        return lambda x: x
+    raise ConfigError(f"unknown intensity preset '{preset}'; choose one of {', '.join(INTENSITY_PRESETS)}.")
+
+
+def preprocess_images(
+    images: np.ndarray,
+    *,
+    intensity: str,
+    size: int | None,
+    channels: int | None = None,
+    denoise: str = "none",
+) -> torch.Tensor:
+    """Deterministic preprocessing of a whole split: (N, C, *spatial) -> float32 tensor."""
+    spatial_dims = images.ndim - 2
+    steps = [intensity_transform(intensity, images.dtype)]
+    if denoise == "median":
+        steps.append(MedianSmooth(radius=1))
+    elif denoise == "gaussian":
+        steps.append(GaussianSmooth(sigma=0.75))
+    elif denoise != "none":
+        raise ConfigError(f"unknown denoise option '{denoise}'; choose none, median or gaussian.")
+    if size and tuple(images.shape[2:]) != (size,) * spatial_dims:
+        steps.append(
+            Resize(
+                spatial_size=(size,) * spatial_dims,
+                mode="bilinear" if spatial_dims == 2 else "trilinear",
+                anti_aliasing=True,
+            )
+        )
+    pipeline = Compose(steps)
+    out = torch.stack(
+        [torch.as_tensor(np.asarray(pipeline(torch.as_tensor(img, dtype=torch.float32)))) for img in images]
+    )
+    if channels and out.shape[1] != channels:
+        out = out.repeat(1, channels, *([1] * spatial_dims)) if channels == 3 else out.mean(1, keepdim=True)
+    return out.float()
+
+
+def standardise(train: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and sd of the training split (the only split statistics may come from)."""
+    dims = [0] + list(range(2, train.ndim))
+    return train.mean(dim=dims).tolist(), train.std(dim=dims).clamp_min(1e-6).tolist()
+
+
+def augmentation(modality: str, spatial_dims: int, level: str) -> Compose | None:
+    """A per-image random augmentation for training, chosen by modality and dimensionality."""
+    if level not in AUGMENT_LEVELS:
+        raise ConfigError(f"unknown augmentation level '{level}'; choose one of {', '.join(AUGMENT_LEVELS)}.")
+    if level == "none":
+        return None
+    strength = {"light": 0.5, "standard": 1.0, "strong": 1.5}[level]
+    # any turn is fine for 2D cells and tissue; 3D shapes get their symmetry from flips, small turns here
+    free_turns = modality not in ORIENTED and spatial_dims == 2
+    angle = math.radians(180 if free_turns else 10) * strength
+    steps: list = []
+    if modality not in ORIENTED:  # shapes, cells, tissue, skin, fundus: no preferred side or turn
+        steps += [RandFlip(prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
+        if spatial_dims == 2:
+            steps.append(RandRotate90(prob=0.5))
+    rotate = (angle,) if spatial_dims == 2 else (angle,) * 3
+    steps.append(
+        RandAffine(
+            prob=0.8,
+            rotate_range=rotate,
+            scale_range=(0.1 * strength,) * spatial_dims,
+            translate_range=(2 * strength,) * spatial_dims,
+            padding_mode="border",
+        )
+    )
+    if level == "strong":
+        elastic = Rand2DElastic if spatial_dims == 2 else Rand3DElastic
+        kwargs = {"spacing": (8, 8)} if spatial_dims == 2 else {"sigma_range": (4, 6)}
+        steps.append(elastic(prob=0.3, magnitude_range=(1, 2), padding_mode="border", **kwargs))
+    if modality != "shape":  # a binary shape mask has no intensity to vary
+        steps += [
+            RandScaleIntensity(prob=0.5, factors=0.1 * strength),
+            RandAdjustContrast(prob=0.3, gamma=(1 - 0.2 * strength, 1 + 0.2 * strength)),
+            RandGaussianNoise(prob=0.3, std=0.02 * strength),
+        ]
+    return Compose(steps)

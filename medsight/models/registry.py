@@ -1,0 +1,55 @@
+"""Build a classifier by name; every entry takes ``spatial_dims`` so 2D and 3D share code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from medsight.errors import ConfigError
+from medsight.models.cnn import CompactResNet
+
+
+def _compact(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+    return CompactResNet(spatial_dims, in_channels, num_classes, **options)
+
+
+def _monai_resnet(depth: int) -> Callable[..., nn.Module]:
+    def build(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+        from monai.networks.nets import resnet
+
+        # small inputs: a 3x3 stride-1 stem and no max-pool keep the resolution a 28-pixel image needs
+        options = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True, **options}
+        return getattr(resnet, f"resnet{depth}")(
+            spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes, **options
+        )
+
+    return build
+
+
+def _monai_densenet(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
+    from monai.networks.nets import DenseNet121
+
+    return DenseNet121(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, **options
+    )
+
+
+MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "compact-resnet": (_compact, "compact residual CNN (ours), fast on CPU; the default"),
+    "resnet10": (_monai_resnet(10), "MONAI ResNet-10 (He et al. 2016), small-image stem"),
+    "resnet18": (_monai_resnet(18), "MONAI ResNet-18 (He et al. 2016), small-image stem"),
+    "densenet121": (_monai_densenet, "MONAI DenseNet-121 (Huang et al. 2017); needs images of 64 px or more"),
+}
+
+
+def build_model(
+    name: str, spatial_dims: int, in_channels: int, num_classes: int, **options: Any
+) -> nn.Module:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}.")
+    try:
+        return MODELS[name][0](spatial_dims, in_channels, num_classes, **options)
+    except TypeError as err:
+        raise ConfigError(f"model '{name}' does not take these options {sorted(options)}: {err}") from err

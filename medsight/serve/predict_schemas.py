@@ -1,0 +1,97 @@
+"""Request and response bodies of predictions, results, studies' history and model cards."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ExplainMethod = Literal["gradcam", "occlusion"]
+
+
+class PredictRequest(BaseModel):
+    """Predict on an instance already in the store (a JSON or form body instead of a file)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    instance: str = Field(
+        min_length=1, max_length=64, description="a stored (de-identified) SOP Instance UID"
+    )
+    model: str | None = Field(
+        None, max_length=200, description="NAME or NAME:VERSION; default: the default model"
+    )
+    explain: ExplainMethod = "gradcam"
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class TimingMs(BaseModel):
+    preprocess: float = Field(description="decode, checks and conversion (ms)")
+    inference: float = Field(description="the model's forward passes (ms)")
+    explain: float = Field(description="heatmap and overlay (ms)")
+
+
+class ResultOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    id: str
+    label: str = Field(description="the predicted class (binary models: at the validation threshold)")
+    probabilities: list[float] = Field(description="one per class, in the order of `classes`")
+    classes: list[str]
+    threshold: float | None = Field(description="probability of the positive class at which it is called")
+    model: ModelRef
+    timing_ms: TimingMs
+    explain_method: ExplainMethod
+    heatmap_url: str = Field(description="the raw map as a grey PNG")
+    overlay_url: str = Field(description="the image with the map over it, as a PNG")
+    study_id: str = Field(description="de-identified Study Instance UID, or upload-<hash> for a picture")
+    study_instance_uid: str | None
+    sop_instance_uid: str | None = Field(description="the de-identified source instance, when stored")
+    sr_sop_instance_uid: str | None = Field(description="the result as a DICOM Comprehensive SR")
+    sc_sop_instance_uid: str | None = Field(description="the overlay as a DICOM Secondary Capture")
+    source_format: str
+    user: str | None
+    created_at: dt.datetime
+
+
+class StudyOut(BaseModel):
+    id: str = Field(description="de-identified Study Instance UID, or upload-<hash> for a picture")
+    kind: Literal["dicom", "upload"]
+    result_count: int
+    latest_label: str
+    latest_at: dt.datetime
+    results: list[ResultOut]
+
+
+class ModelVersionOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    name: str
+    version: str
+    registered_at: dt.datetime
+    is_default: bool
+    dataset: dict[str, Any] = Field(description="name, source, licence, citation, training size")
+    classes: list[str] | None
+    metrics: dict[str, Any] = Field(description="per split: headline metrics with 95% bootstrap CIs")
+    threshold: dict[str, Any] = Field(description="value and how it was chosen")
+    calibration: dict[str, Any] = Field(description="expected calibration error (ECE) per split")
+    intended_use: str
+    limitations: list[str]
+    architecture: dict[str, Any]
+    serving_variant: str | None
+
+
+class ModelSummaryOut(BaseModel):
+    name: str
+    version: str
+    registered_at: dt.datetime
+    is_default: bool
+    dataset: str | None
+    test_auc: float | None
+
+
+class ModelCardOut(BaseModel):
+    name: str
+    latest: ModelVersionOut
+    versions: list[ModelVersionOut] = Field(description="version history, oldest first")

@@ -1,0 +1,116 @@
+"""``POST /api/predict``: an uploaded image (multipart field ``file``) or a stored instance (``instance``)
+-> label, probabilities, threshold, model, timing and links to the heatmap and overlay. Needs ``predict``.
+
+The body is read with a byte limit before it is parsed (a multipart upload is never spooled to
+disk by the framework); the work is ``medsight.predict.service`` on a worker thread. A stored instance
+needs no flagged-instance check here: the roles with ``predict`` (admin, clinician) are the roles that
+see flagged instances (``dicomweb.visibility``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from medsight.errors import BadInputError
+from medsight.serve.deps import ClientDep, requires
+from medsight.serve.errors import HttpError
+from medsight.serve.predict_schemas import ExplainMethod, PredictRequest, ResultOut
+from medsight.serve.predict_views import ERRORS, as_http, prediction_service, result_out
+from medsight.serve.uploads import read_body
+from medsight.store import User
+
+router = APIRouter(prefix="/api", tags=["predict"])
+Predicter = Annotated[User, requires("predict")]
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around the file
+_FORM = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "DICOM, PNG, JPEG or NIfTI"},
+        "instance": {"type": "string", "description": "a stored SOP Instance UID, instead of a file"},
+        "model": {"type": "string", "description": "NAME or NAME:VERSION (default: the default model)"},
+        "explain": {"type": "string", "enum": ["gradcam", "occlusion"]},
+    },
+}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _FORM},
+            "application/x-www-form-urlencoded": {"schema": _FORM},
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+        },
+    }
+}
+
+
+async def _form(request: Request, body: bytes) -> FormData:
+    """Parse the body already read (and size-checked) as a form, in memory."""
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except Exception as err:  # malformed multipart: the parser's own error types
+        raise BadInputError(
+            f"the form could not be read ({type(err).__name__}); send multipart/form-data."
+        ) from None
+
+
+def _json_body(body: bytes) -> PredictRequest:
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise HttpError(422, f"invalid request: {problems or 'not JSON'}") from None
+    except json.JSONDecodeError:
+        raise HttpError(422, "invalid request: the body is not JSON.") from None
+
+
+def _text(form: FormData, key: str) -> str | None:
+    value = form.get(key)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+@router.post("/predict", responses=ERRORS, openapi_extra=_BODY)
+async def predict(
+    request: Request,
+    user: Predicter,
+    client: ClientDep,
+    model: Annotated[str | None, Query(max_length=200, description="NAME or NAME:VERSION")] = None,
+    explain: Annotated[ExplainMethod, Query(description="heatmap method")] = "gradcam",
+) -> ResultOut:
+    """Predict on an uploaded image or a stored instance; DICOM uploads are de-identified and stored."""
+    service = prediction_service(request)
+    body = await read_body(request, service.predictor.limits.max_bytes + FORM_OVERHEAD)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        asked = _json_body(body)
+        call = partial(
+            service.predict_instance, asked.instance, asked.model or model, asked.explain, user, client
+        )
+    elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await _form(request, body)
+        chosen, method = _text(form, "model") or model, _text(form, "explain") or explain
+        upload, instance = form.get("file"), _text(form, "instance")
+        if isinstance(upload, UploadFile):
+            data = await upload.read()
+            call = partial(service.predict_upload, data, upload.filename, chosen, method, user, client)
+        elif instance:
+            call = partial(service.predict_instance, instance, chosen, method, user, client)
+        else:
+            raise BadInputError(
+                "send the image as the multipart field 'file', or a stored instance's UID as 'instance'."
+            )
+    else:
+        raise HttpError(415, "send multipart/form-data (field 'file') or JSON ({\"instance\": UID}).")
+    with as_http():
+        served = await run_in_threadpool(call)
+    return result_out(served.result)

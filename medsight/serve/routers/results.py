@@ -1,0 +1,71 @@
+"""A user's history: ``/api/studies`` (results grouped by study), ``/api/results/{id}`` and its images.
+
+Everything here needs ``results:read``; what it shows depends on the role: one's own results, or
+everyone's for roles with ``results:read-all`` (see ``medsight.store.results``). Reads are audited.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from medsight.serve.deps import ClientDep, StoreDep, requires
+from medsight.serve.predict_schemas import ResultOut, StudyOut
+from medsight.serve.predict_views import ERRORS, result_out, studies_out
+from medsight.store import NotFoundError, User, audit
+from medsight.store.results import get_result, list_results, result_image
+
+router = APIRouter(prefix="/api", tags=["results"])
+Reader = Annotated[User, requires("results:read")]
+_PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS}
+
+
+@router.get("/studies", responses=ERRORS)
+def get_studies(
+    store: StoreDep,
+    user: Reader,
+    client: ClientDep,
+    limit: Annotated[int, Query(ge=1, le=10000, description="at most this many results")] = 1000,
+) -> list[StudyOut]:
+    """Studies with results the caller may read, newest first, each with its results."""
+    records = list_results(store, user, limit=limit)
+    audit.record(store, "read", "results", None, user, client, detail={"count": len(records)})
+    return studies_out(records)
+
+
+@router.get("/studies/{study_id}", responses=ERRORS)
+def get_study(study_id: str, store: StoreDep, user: Reader, client: ClientDep) -> StudyOut:
+    """One study's results (a de-identified Study Instance UID, or upload-<hash> for a picture)."""
+    records = list_results(store, user, study_id=study_id)
+    if not records:
+        raise NotFoundError(f"no results for study {study_id} (among the results you may read).")
+    audit.record(store, "read", "study_results", study_id, user, client, detail={"count": len(records)})
+    return studies_out(records)[0]
+
+
+@router.get("/results/{result_id}", responses=ERRORS)
+def get_one_result(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> ResultOut:
+    return result_out(get_result(store, result_id, user, client))
+
+
+async def _image(
+    store: StoreDep, result_id: str, kind: Literal["heatmap", "overlay"], user: User, client: str | None
+) -> Response:
+    data = await run_in_threadpool(result_image, store, result_id, kind, user, client)
+    # private: a result shows a patient's image; no shared cache may keep it
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/results/{result_id}/heatmap.png", response_class=Response, responses=_PNG)
+async def get_heatmap(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> Response:
+    """The raw map as a grey PNG (white = where the model looked most)."""
+    return await _image(store, result_id, "heatmap", user, client)
+
+
+@router.get("/results/{result_id}/overlay.png", response_class=Response, responses=_PNG)
+async def get_overlay(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> Response:
+    """The image with the map over it in colour."""
+    return await _image(store, result_id, "overlay", user, client)

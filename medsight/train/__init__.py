@@ -1,0 +1,1 @@
+"""The training engine: config, data-derived defaults, the loop, checkpoints and inference."""

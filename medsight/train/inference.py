@@ -1,0 +1,115 @@
+"""Load a trained model from a run folder and predict class probabilities.
+
+Evaluation, explanation, export and serving all go through here, so a model is always
+rebuilt and fed exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsight.data.prepare import InputSpec, prepare_images
+from medsight.data.transforms import ORIENTED
+from medsight.errors import BadInputError
+from medsight.models import build_model
+from medsight.train.run_folder import require_run
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    spec: InputSpec
+    classes: list[str]
+    threshold: float | None
+    info: dict[str, Any]
+
+    def predict_images(self, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:
+        """Stored images (N, C, *spatial) -> probabilities (N, K)."""
+        return predict_probs(
+            self.model,
+            prepare_images(images, self.spec),
+            tta=tta,
+            flip_axes=tta_axes(self.info.get("modality", "unknown"), self.spec.spatial_dims),
+            batch_size=batch_size,
+        )
+
+
+def tta_axes(modality: str, spatial_dims: int) -> list[int]:
+    """Flip axes for test-time augmentation: none of them for images whose anatomy has a side."""
+    return [] if modality in ORIENTED else list(range(2, 2 + spatial_dims))
+
+
+def flip_combinations(axes: list[int]) -> list[list[int]]:
+    return [list(c) for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    tta: bool = False,
+    flip_axes: list[int] | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    model.eval()
+    outputs = []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        probs = torch.softmax(model(batch), dim=1)
+        if tta and flip_axes:
+            flips = flip_combinations(flip_axes)  # every combination: 3 for 2D, 7 for 3D, plus identity
+            for dims in flips:
+                probs += torch.softmax(model(torch.flip(batch, dims=dims)), dim=1)
+            probs /= 1 + len(flips)
+        outputs.append(probs)
+    return torch.cat(outputs).numpy().astype(np.float64) if outputs else np.zeros((0, 0))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated or foreign file: say which and what to do
+        raise BadInputError(
+            f"{path}: the checkpoint cannot be read ({type(err).__name__}); "
+            "it may be incomplete or corrupt. Train the run again."
+        ) from err
+
+
+def load_trained_model(run_dir: Path) -> TrainedModel:
+    run_dir = require_run(run_dir, "checkpoint.pt")
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    inference = checkpoint.get("inference")
+    if not inference or "best_state" not in checkpoint:
+        raise BadInputError(f"{run_dir}/checkpoint.pt holds no trained model yet; finish training first.")
+    spec = InputSpec(**inference["input"])
+    model = build_model(
+        inference["model"],
+        spec.spatial_dims,
+        spec.channels,
+        len(inference["classes"]),
+        **inference["model_options"],
+    )
+    if inference.get("dp_module_fix"):  # trained privately: rebuild the layers Opacus replaced
+        from medsight.train.privacy import fix_module
+
+        model = fix_module(model)
+    model.load_state_dict(checkpoint["best_state"])
+    model.eval()
+    return TrainedModel(model, spec, inference["classes"], _threshold(run_dir), inference)
+
+
+def _threshold(run_dir: Path) -> float | None:
+    """The operating threshold chosen on validation by the run's evaluation (None before it)."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text()).get("threshold")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
