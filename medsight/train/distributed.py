@@ -13,6 +13,7 @@ single-process engine runs exactly as it would without this module.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import subprocess
@@ -142,8 +143,18 @@ def start() -> World:
     return world
 
 
-def stop(world: World) -> None:
+def stop(world: World, ranks_in_step: bool = True) -> None:
+    """Leave the process group once every rank is done with it.
+
+    DDP's reducer holds the group and in-flight gloo work; if that is freed only at interpreter
+    exit, gloo's threads die under a finalising interpreter and the process aborts ("terminate
+    called without an active exception", seen in CI). So collect the wrappers first, then meet
+    at a barrier, then destroy.
+    """
     if world.distributed and dist.is_initialized():
+        gc.collect()
+        if ranks_in_step:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -466,9 +466,12 @@ def fit(config: TrainConfig, run_dir: Path, *, resume: bool = False, log: Log = 
     """
     world = distributed.start()
     try:
-        return _fit(config, Path(run_dir), resume, log if world.is_main else _quiet, world)
-    finally:
-        distributed.stop(world)
+        result = _fit(config, Path(run_dir), resume, log if world.is_main else _quiet, world)
+    except BaseException:
+        distributed.stop(world, ranks_in_step=False)  # the other ranks may never reach a barrier
+        raise
+    distributed.stop(world)
+    return result
 
 
 def _quiet(message: str) -> None:
