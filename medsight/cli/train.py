@@ -14,6 +14,9 @@ from medsight.cli import app, say
 def train(
     ctx: typer.Context,
     dataset: Annotated[str | None, typer.Option(help="data set name (`medsight data list`)")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="what to learn: classification (default) or segmentation")
+    ] = None,
     out: Annotated[Path, typer.Option(help="run folder to create")] = Path("runs/latest"),
     model: Annotated[
         str | None, typer.Option(help="architecture: compact-resnet, resnet10, resnet18, densenet121")
@@ -41,7 +44,8 @@ def train(
         float | None, typer.Option(help="DP per-sample clipping norm (default 1)")
     ] = None,
 ) -> None:
-    """Train a classifier into a run folder, then evaluate it (unless --skip-eval).
+    """Train a model (a classifier, or a segmenter with --task segmentation) into a run folder,
+    then evaluate it (unless --skip-eval).
 
     Every setting left open is derived from the data (size, class balance, modality) and the time budget.
     """
@@ -56,6 +60,7 @@ def train(
             config,
             {
                 "dataset": dataset,
+                "task": task,
                 "model": model,
                 "epochs": epochs,
                 "time_budget_min": time_budget,

@@ -24,7 +24,7 @@ from medsight.optimize.common import VARIANTS, Log, OptimizeRun, open_run, use_a
 from medsight.optimize.export import export_model
 from medsight.optimize.predictors import FIXED_VARIANTS, Predictor, load_predictor, predict
 from medsight.optimize.variants import list_variants, quantize_variant
-from medsight.train.engine import validation_score
+from medsight.train.tasks.classification import validation_score
 
 AUC_TOLERANCE = 0.005
 THROUGHPUT_BATCH = 64

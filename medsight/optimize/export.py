@@ -40,7 +40,7 @@ from medsight.optimize.predictors import (
     TorchScriptPredictor,
     predict,
 )
-from medsight.train.engine import validation_score
+from medsight.train.tasks.classification import validation_score
 
 ONNX_OPSET = 18
 MAX_PROB_DIFF = 1e-4

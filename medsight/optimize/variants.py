@@ -33,7 +33,7 @@ from medsight.optimize.common import (
 )
 from medsight.optimize.export import export_model
 from medsight.optimize.predictors import EagerPredictor, OnnxPredictor, Predictor, predict
-from medsight.train.engine import class_weights
+from medsight.train.tasks.classification import class_weights
 
 Build = Callable[[Path], tuple[str, dict]]  # folder -> (model file name, details)
 

@@ -20,6 +20,10 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     dataset: str = Field(description="data set name (see `medsight data list`)")
+    task: str = Field("classification", description="what to learn: classification or segmentation")
+    task_options: dict[str, Any] = Field(
+        default_factory=dict, description="settings only one task knows (e.g. segmentation patch size)"
+    )
     seed: int = 0
     # model
     model: str = "compact-resnet"
@@ -78,6 +82,15 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     num_threads: int | None = Field(None, ge=1)
     num_workers: int | None = Field(None, ge=0)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from medsight.train.tasks import TASKS
+
+        if value not in TASKS:
+            raise ValueError(f"choose one of {', '.join(TASKS)}")
+        return value
 
     @field_validator("intensity")
     @classmethod

@@ -1,5 +1,8 @@
 """The one training engine: a seeded loop with checkpoints that resume exactly.
 
+What is learnt (classification, segmentation, ...) is a ``Task`` (``task.py``, ``tasks/``); the
+engine runs any of them the same way.
+
 Every epoch re-seeds torch, numpy and the augmentation from (seed, epoch), so an interrupted run
 resumed from its last checkpoint continues bit-for-bit as if it had never stopped. The best
 model (by the validation metric, on the EMA weights when EMA is on) is kept in the checkpoint.
@@ -12,30 +15,21 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import monai
 import numpy as np
 import torch
 import yaml
-from monai.losses import FocalLoss
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from medsight.data.dataset import ImageDataset
-from medsight.data.prepare import InputSpec, prepare_images
-from medsight.data.registry import load_dataset
-from medsight.data.transforms import augmentation, standardise
 from medsight.errors import ConfigError
-from medsight.models import build_model
 from medsight.train import distributed, privacy
 from medsight.train.averaging import WeightAverager, recompute_batchnorm
 from medsight.train.config import TrainConfig
-from medsight.train.defaults import fingerprint, resolve
 from medsight.train.distributed import SINGLE, World
-from medsight.train.inference import load_checkpoint, predict_probs
+from medsight.train.inference import load_checkpoint
 from medsight.train.run_folder import (
     atomic_torch_save,
     atomic_write_text,
@@ -44,49 +38,9 @@ from medsight.train.run_folder import (
     set_status,
     versions,
 )
+from medsight.train.task import Task, task_kind
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class Prepared:
-    spec: InputSpec
-    inputs: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
-
-
-class AugmentedImages(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment) -> None:
-        self.images, self.labels, self.augment = images, labels, augment
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index]
-        if self.augment is not None:
-            image = torch.as_tensor(self.augment(image))
-        return image, self.labels[index]
-
-
-def prepare(dataset: ImageDataset, config: TrainConfig) -> Prepared:
-    """Preprocess every split once; standardise with the training split's statistics only."""
-    train_images = dataset.splits["train"].images
-    raw = InputSpec(
-        spatial_dims=dataset.spatial_dims,
-        channels=dataset.channels,
-        image_size=config.image_size,
-        intensity=config.intensity,
-        denoise=config.denoise,
-        mean=[0.0] * dataset.channels,
-        std=[1.0] * dataset.channels,
-        source_dtype=str(train_images.dtype),
-    )
-    mean, std = standardise(prepare_images(train_images, raw))
-    spec = raw.model_copy(update={"mean": mean, "std": std})
-    inputs = {name: prepare_images(split.images, spec) for name, split in dataset.splits.items()}
-    labels = {name: torch.as_tensor(split.labels) for name, split in dataset.splits.items()}
-    return Prepared(spec, inputs, labels)
 
 
 def seed_everything(seed: int) -> None:
@@ -103,25 +57,6 @@ def ema_with_warmup(decay: float) -> Callable:
         return d * averaged + (1 - d) * current
 
     return average
-
-
-def class_weights(labels: torch.Tensor, n_classes: int, mode: str) -> torch.Tensor | None:
-    if mode != "balanced":
-        return None
-    counts = torch.bincount(labels, minlength=n_classes).float().clamp_min(1)
-    return counts.sum() / (n_classes * counts)
-
-
-def make_loss(config: TrainConfig, weights: torch.Tensor | None) -> nn.Module:
-    if config.loss == "focal":
-        return FocalLoss(to_onehot_y=True, use_softmax=True, gamma=config.focal_gamma, weight=weights)
-    return nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-
-
-def compute_loss(loss_fn: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if isinstance(loss_fn, FocalLoss):
-        return loss_fn(logits, labels[:, None])
-    return loss_fn(logits, labels)
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -169,17 +104,6 @@ def choose_device(name: str) -> torch.device:
     return device
 
 
-def validation_score(labels: np.ndarray, probs: np.ndarray) -> float:
-    """AUC (binary) or macro one-vs-rest AUC; NaN when the split has one class."""
-    if len(np.unique(labels)) < 2:
-        return float("nan")
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(labels, probs[:, 1]))
-    return float(
-        roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=range(probs.shape[1]))
-    )
-
-
 def default_loader_workers(config: TrainConfig, device: torch.device, cores: int) -> int:
     """One process augments the next batch while training runs, when augmentation is on and a core is free."""
     if config.num_workers is not None:
@@ -197,9 +121,9 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, run_dir: Path, dataset: ImageDataset, log: Log, world: World = SINGLE
+        self, config: TrainConfig, run_dir: Path, task: Task, log: Log, world: World = SINGLE
     ) -> None:
-        self.config, self.run_dir, self.dataset, self.log, self.world = config, run_dir, dataset, log, world
+        self.config, self.run_dir, self.task, self.log, self.world = config, run_dir, task, log, world
         self.device = distributed.place(choose_device(config.device), world)
         cores = distributed.threads_per_process(world.local_world_size)
         self.loader_workers = default_loader_workers(config, self.device, cores)
@@ -207,23 +131,15 @@ class Trainer:
         # stall (a training step ran 6x slower here with 2 threads + 1 worker on 2 cores)
         torch.set_num_threads(config.num_threads or max(1, cores - self.loader_workers))
         monai.data.set_track_meta(False)  # plain tensors: faster, and nothing to strip before collation
-        self.data = prepare(dataset, config)
         seed_everything(config.seed)
-        model = build_model(
-            config.model, dataset.spatial_dims, dataset.channels, dataset.n_classes, **config.model_options
-        )
-        self.model = privacy.make_compatible(model, config).to(self.device)
+        self.model = privacy.make_compatible(task.build_model(), config).to(self.device)
+        task.to(self.device)
         self.ema = None
         if config.ema_decay:
             self.ema = AveragedModel(self.model, avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True)
         self.net = distributed.wrap(self.model, world, self.device)
         self.private: privacy.PrivateTraining | None = None
-        weights = class_weights(self.data.labels["train"], dataset.n_classes, config.class_weights)
-        self.loss_fn = make_loss(config, None if weights is None else weights.to(self.device))
-        self.augment = augmentation(dataset.modality, dataset.spatial_dims, config.augment)
-        self.steps_per_epoch = distributed.steps_per_epoch(
-            len(self.data.labels["train"]), config.batch_size, world
-        )
+        self.steps_per_epoch = distributed.steps_per_epoch(len(task.train_set()), config.batch_size, world)
         self.optimizer = make_optimizer(config, self.model)
         self.schedule = make_schedule(config, self.optimizer, config.epochs * self.steps_per_epoch)
         self.epoch, self.history, self.bad_epochs = 0, [], 0
@@ -239,10 +155,9 @@ class Trainer:
         epoch_seed = self.config.seed * 100_003 + epoch
         rank_seed = epoch_seed + self.world.rank  # DDP ranks draw their own augmentations and dropout
         seed_everything(rank_seed)
-        if self.augment is not None:
-            self.augment.set_random_state(seed=rank_seed % 2**32)
+        self.task.reseed(rank_seed)
         workers = self.loader_workers
-        images = AugmentedImages(self.data.inputs["train"], self.data.labels["train"], self.augment)
+        images = self.task.train_set()
         generator = torch.Generator().manual_seed(rank_seed)
         if self.world.distributed:
             return distributed.sharded_loader(
@@ -263,7 +178,7 @@ class Trainer:
         total, count = 0.0, 0
         for images, labels in self.loader(epoch):
             images, labels = images.to(self.device), labels.to(self.device)
-            loss = compute_loss(self.loss_fn, self.net(images), labels)
+            loss = self.task.loss(self.net(images), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.grad_clip:
@@ -279,17 +194,16 @@ class Trainer:
         return distributed.average(total, count, self.world)
 
     @property
+    def history_key(self) -> str:
+        """The validation score's column in the history: ``val_auc``, ``val_dice``, ..."""
+        return f"val_{self.task.score_name.lower()}"
+
+    @property
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def validate(self) -> tuple[float, float]:
-        inputs, labels = self.data.inputs["val"].to(self.device), self.data.labels["val"]
-        probs = predict_probs(self.eval_model, inputs)
-        loss = nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-7)), labels).item()
-        return loss, validation_score(labels.numpy(), probs)
-
-    def improved(self, val_loss: float, val_auc: float) -> bool:
-        score = val_auc if self.config.monitor == "auc" else -val_loss
+    def improved(self, val_loss: float, val_score: float) -> bool:
+        score = val_score if self.config.monitor == "auc" else -val_loss
         if math.isnan(score):
             score = -val_loss
         if self.best["score"] is None or score > self.best["score"]:
@@ -303,10 +217,7 @@ class Trainer:
         return {
             "model": self.config.model,
             "model_options": self.config.model_options,
-            "classes": self.dataset.classes,
-            "input": self.data.spec.model_dump(),
-            "modality": self.dataset.modality,
-            "dataset": self.dataset.name,
+            **self.task.inference_info(),
             **privacy.inference_extra(self.config),
         }
 
@@ -397,19 +308,20 @@ class Trainer:
             return
         model = copy.deepcopy(self.eval_model)
         model.load_state_dict(self.averager.averaged_state(model.state_dict()))
-        recompute_batchnorm(model, self.data.inputs["train"].to(self.device))
-        probs = predict_probs(model, self.data.inputs["val"].to(self.device))
-        score = validation_score(self.data.labels["val"].numpy(), probs)
+        recompute_batchnorm(model, self.task.batchnorm_inputs().to(self.device))
+        score = self.task.validate(model, self.device)[1]
         first = self.epoch - self.averager.count + 1
         self.best_state = copy.deepcopy(model.state_dict())
         self.best = {"epoch": f"{first}-{self.epoch} averaged", "score": score}
-        self.log(f"averaged the weights of epochs {first}-{self.epoch}: validation AUC {score:.3f}")
+        self.log(
+            f"averaged the weights of epochs {first}-{self.epoch}: validation {self.task.score_name} {score:.3f}"
+        )
         self.save()
 
     def end_epoch(self, train_loss: float, started: float, show: Callable[[str], None]) -> str | None:
         """Validate, record, checkpoint; returns why training should stop now, or None."""
         config = self.config
-        val_loss, val_auc = self.validate()
+        val_loss, val_score = self.task.validate(self.eval_model, self.device)
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.history.append(
@@ -417,17 +329,18 @@ class Trainer:
                 "epoch": self.epoch,
                 "train_loss": train_loss,
                 "val_loss": val_loss,
-                "val_auc": None if math.isnan(val_auc) else val_auc,
+                self.history_key: None if math.isnan(val_score) else val_score,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": seconds,
             }
         )
         if self.averager is not None and self.epoch > self.average_after:
             self.averager.update(self.eval_model.state_dict())
-        self.bad_epochs = 0 if self.improved(val_loss, val_auc) else self.bad_epochs + 1
+        self.bad_epochs = 0 if self.improved(val_loss, val_score) else self.bad_epochs + 1
         self.save()
         show(
-            f"epoch {self.epoch}/{config.epochs} loss {train_loss:.3f} val AUC {val_auc:.3f}{self._best_note()}"
+            f"epoch {self.epoch}/{config.epochs} loss {train_loss:.3f} "
+            f"val {self.task.score_name} {val_score:.3f}{self._best_note()}"
         )
         budget = config.time_budget_min * 60 if config.time_budget_min else math.inf
         if self.bad_epochs >= (config.early_stopping_patience or math.inf):
@@ -442,21 +355,24 @@ class Trainer:
         return f" (best {self.best['score']:.3f} @ {self.best['epoch']})"
 
     def probe_epoch_seconds(self, steps: int = 4) -> float:
-        """Time a few training steps on a throw-away copy to size the schedule to a time budget."""
+        """Time a few training steps and one validation on a throw-away copy, to size the schedule
+        to a time budget."""
         model = copy.deepcopy(self.model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         loader = iter(self.loader(-1))
         started, done = time.perf_counter(), 0
         for images, labels in loader:
-            loss = compute_loss(self.loss_fn, model(images.to(self.device)), labels.to(self.device))
+            loss = self.task.loss(model(images.to(self.device)), labels.to(self.device))
             optimizer.zero_grad()
             loss.backward()
             done += 1
             if done == steps:
                 break
         per_step = (time.perf_counter() - started) / max(1, done)
-        val_share = len(self.data.labels["val"]) / (3 * max(1, len(self.data.labels["train"])))
-        return per_step * self.steps_per_epoch * (1 + val_share)
+        started = time.perf_counter()
+        if self.world.is_main:  # rank 0 alone validates
+            self.task.validate(model.eval(), self.device)
+        return per_step * self.steps_per_epoch + (time.perf_counter() - started)
 
 
 def fit(config: TrainConfig, run_dir: Path, *, resume: bool = False, log: Log = print) -> Path:
@@ -487,8 +403,8 @@ def _read_run(run_dir: Path, log: Log) -> tuple[TrainConfig, dict]:
     return config, checkpoint
 
 
-def _write_config(run_dir: Path, config: TrainConfig, fp) -> None:
-    record = {"config": config.model_dump(mode="json"), "fingerprint": fp.as_dict(), "versions": versions()}
+def _write_config(run_dir: Path, config: TrainConfig, fingerprint: dict) -> None:
+    record = {"config": config.model_dump(mode="json"), "fingerprint": fingerprint, "versions": versions()}
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(record, sort_keys=False))
 
 
@@ -499,18 +415,22 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, log: Log, world: Worl
         distributed.check_same_world(checkpoint, world)
     else:
         distributed.on_main(lambda: refuse_existing_run(run_dir), world)
-    dataset = load_dataset(config.dataset)  # before anything is written: a missing data set leaves no trace
-    fp = fingerprint(dataset)
+    kind = task_kind(config)
+    dataset = kind.load(config)  # before anything is written: a missing data set leaves no trace
     budget_sets_epochs = not resume and config.epochs is None and config.time_budget_min is not None
+    resolved, fingerprint = kind.resolve(config, dataset)
     if not resume:
-        config = resolve(config, fp)
-    config = privacy.resolve(config, fp.n_train, world.world_size)  # refused DP settings write nothing
+        config = resolved
+    config = privacy.resolve(
+        config, kind.n_train(dataset), world.world_size
+    )  # refused DP settings write nothing
     status = distributed.main_only(set_status, world)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    status(run_dir, "running", dataset=dataset.name, **distributed.status(world))
+    status(run_dir, "running", dataset=config.dataset, **distributed.status(world))
     try:
-        trainer = Trainer(config, run_dir, dataset, log, world)
+        task = kind.build(config, dataset)
+        trainer = Trainer(config, run_dir, task, log, world)
         if budget_sets_epochs:
             fitted = int(config.time_budget_min * 60 * 0.9 // max(trainer.probe_epoch_seconds(), 1e-3))
             epochs = distributed.broadcast(max(1, min(config.epochs, fitted)), world)
@@ -521,10 +441,10 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, log: Log, world: Worl
         if checkpoint is not None:
             trainer.restore(checkpoint)
         elif world.is_main:
-            _write_config(run_dir, config, fp)
+            _write_config(run_dir, config, fingerprint)
         log(
-            f"training {config.model} on {dataset.name}: {fp.n_train} images {fp.image_shape} -> "
-            f"{config.image_size}, {config.epochs} epochs, batch {config.batch_size}, device {trainer.device}"
+            f"training {config.model} on {config.dataset}: {task.describe()}, "
+            f"{config.epochs} epochs, batch {config.batch_size}, device {trainer.device}"
             + distributed.describe(world, config.batch_size)
         )
         reason = trainer.fit()
