@@ -1,6 +1,7 @@
 """DICOMweb against a real uvicorn server and the real ``dicomweb-client``: store the 28-slice CT,
 search it, retrieve it; the pixels come back unchanged and no identifier of the original comes back
 at all. Refusals, negotiation and the flagged-instance policy are checked with the in-process client.
+Storing, searching and retrieving run on SQLite and PostgreSQL (``@both_backends``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 import pydicom
 import pytest
 import uvicorn
+from conftest import both_backends
 from dicomweb_client import DICOMwebClient
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -23,7 +25,7 @@ from pydicom import Dataset
 
 from medsight.serve import ServeSettings, create_app
 from medsight.serve.dicomweb.media import parse_multipart
-from medsight.store import Role, Store, add_user, create_token, open_store
+from medsight.store import Role, Store, add_user, create_token
 from medsight.store.audit import query as audit_query
 
 PLANTED_NAME = "PLANTED^JANE^QUINCE"
@@ -55,12 +57,6 @@ def _pixel_hash(ds: Dataset) -> str:
 @pytest.fixture
 def ct(shared_data: Path) -> list[Dataset]:
     return _ct_datasets(shared_data / "dicom" / "ct_head_ge")
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with open_store() as store:
-        yield store
 
 
 @pytest.fixture
@@ -107,6 +103,7 @@ def _stow_body(parts: list[bytes], boundary: str = "b0undary") -> tuple[bytes, s
     )
 
 
+@both_backends
 def test_real_client_round_trip(
     live_url: str, ct: list[Dataset], tokens: dict[str, str], store: Store
 ) -> None:
@@ -167,6 +164,7 @@ def test_real_client_round_trip(
     assert all(e.client == "127.0.0.1" for e in reads)
 
 
+@both_backends
 def test_stow_reports_each_failed_part(app: FastAPI, ct: list[Dataset], tokens: dict[str, str]) -> None:
     client = TestClient(app)
     body, content_type = _stow_body([_encode(ct[0]), b"this is not DICOM at all"])
@@ -261,6 +259,7 @@ def test_negotiation_and_frames(app: FastAPI, ct: list[Dataset], tokens: dict[st
     assert client.get("/dicomweb/studies/1.2.3/metadata", headers=_headers(token)).status_code == 404
 
 
+@both_backends
 def test_flagged_instances_hidden_from_researchers_until_cleared(
     app: FastAPI, ct: list[Dataset], tokens: dict[str, str]
 ) -> None:

@@ -1,21 +1,24 @@
-"""Ingest: real DICOM of many transfer syntaxes, PNG, NIfTI and every kind of bad input, file by file."""
+"""Ingest: real DICOM of many transfer syntaxes, PNG, NIfTI and every kind of bad input, file by file.
+
+Storing, duplicates and the kill -9 recovery run on SQLite and PostgreSQL (``@both_backends``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, both_backends
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -33,21 +36,18 @@ CODEC_FILES = {
     "JPEG-LL.dcm": "JPEG lossless",
     "JPEGLSNearLossless_16.dcm": "JPEG-LS",
     "JPEG2000.dcm": "JPEG 2000",
+    "JPGExtended.dcm": "JPEG Extended 12-bit",
     "SC_rgb_rle.dcm": "RLE",
 }
 MPEG2 = "1.2.840.10008.1.2.4.100"
+# SHA-256 of JPGExtended.dcm's pixels (uint16 little endian) as DCMTK 3.6.7's dcmdjpeg decodes them
+JPEG12_DCMTK_SHA256 = "d30242775a414c01d616447854ebe3f2b20259822894bcd6891f879bcdcbf313"
 
 
 def pydicom_file(name: str) -> Path:
     path = get_testdata_file(name, download=False)
     assert path, f"pydicom-data lacks {name}"
     return Path(path)
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with open_store() as opened:
-        yield opened
 
 
 def by_name(report: IngestReport) -> dict[str, list]:
@@ -96,12 +96,12 @@ def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with zipfile.ZipFile(folder / "slip.zip", "w") as archive:
         archive.writestr("../evil.dcm", buffer.getvalue())
         archive.writestr("inside/mr.dcm", buffer.getvalue())
-    (folder / "jpeg12.dcm").write_bytes(pydicom_file("JPEG-lossy.dcm").read_bytes())  # 12-bit: no free codec
     _bomb_zip(folder / "bomb.zip", 8 << 20)
     (folder / "huge.dcm").write_bytes(b"\0" * 128 + b"DICM" + os.urandom(3 << 20))
     return folder
 
 
+@both_backends
 def test_ct_series_is_stored_once_then_duplicates(store: Store, shared_data: Path) -> None:
     ingestor = Ingestor(store, batch_size=8)
     first = ingestor.ingest_paths([shared_data / "dicom" / "ct_head_ge"], progress=False)
@@ -113,6 +113,7 @@ def test_ct_series_is_stored_once_then_duplicates(store: Store, shared_data: Pat
     assert check_store(store).ok
 
 
+@both_backends
 def test_mixed_folder_gives_one_clear_outcome_per_file(store: Store, mixed_folder: Path) -> None:
     lines: list[str] = []
     ingestor = Ingestor(store, max_file_bytes=2 << 20)
@@ -132,7 +133,6 @@ def test_mixed_folder_gives_one_clear_outcome_per_file(store: Store, mixed_folde
     assert "not a DICOM, NIfTI, PNG or JPEG" in reasons["notes.dcm"]
     assert "without pixel data" in reasons["rtplan.dcm"]
     assert "undecodable transfer syntax" in reasons["mpeg2.dcm"] and MPEG2 in reasons["mpeg2.dcm"]
-    assert "undecodable transfer syntax JPEG Extended" in reasons["jpeg12.dcm"]
     assert "zip-slip" in reasons["slip.zip../evil.dcm"]
     assert found["slip.zipinside/mr.dcm"][0].status == "stored"
     assert "zip bomb" in reasons["bomb.zipbomb.dcm"]
@@ -159,6 +159,7 @@ def test_archive_over_total_limit_is_refused_whole(store: Store, tmp_path: Path)
     assert outcome.status == "refused" and "zip bomb" in (outcome.reason or "")
 
 
+@both_backends
 def test_bytes_and_datasets_doors(store: Store) -> None:
     """The doors STOW-RS and C-STORE use."""
     ingestor = Ingestor(store)
@@ -176,7 +177,8 @@ def test_bytes_and_datasets_doors(store: Store) -> None:
     assert "0 stored, 1 duplicate" in again.summary()
 
 
-def test_kill_9_during_ingest_then_repair_and_rerun(shared_data: Path) -> None:
+@both_backends
+def test_kill_9_during_ingest_then_repair_and_rerun(db_url: str, shared_data: Path) -> None:
     """A real `medsight ingest` killed with SIGKILL after its first batch; check, repair, re-run: 28."""
     folder = shared_data / "dicom" / "ct_head_ge"
     command = [sys.executable, "-m", "medsight.cli", "ingest", str(folder), "--batch-size", "2"]
@@ -191,15 +193,33 @@ def test_kill_9_during_ingest_then_repair_and_rerun(shared_data: Path) -> None:
                 break
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    with open_store() as opened:
+    with open_store(db_url) as opened:
         assert 0 < sum(s.instance_count for s in opened.find_studies()) < 28
         repaired = check_store(opened, repair=True)
         assert repaired.ok and not repaired.missing and not repaired.corrupt
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    with open_store() as opened:
+    with open_store(db_url) as opened:
         assert sum(s.instance_count for s in opened.find_studies()) == 28
         assert check_store(opened).ok
+
+
+def test_12_bit_jpeg_extended_is_stored_and_decodes_as_dcmtk_does(store: Store, tmp_path: Path) -> None:
+    """Lossy 12-bit JPEG (1.2.840.10008.1.2.4.51) goes through GDCM: same pixels as DCMTK's decoder."""
+    from medsight.io import read_image
+
+    report = Ingestor(store).ingest_paths([pydicom_file("JPGExtended.dcm")], progress=False)
+    (outcome,) = report.outcomes
+    assert outcome.status == "stored", outcome.reason
+    stored = store.get_instance_bytes(outcome.sop_instance_uid or "")
+    ds = pydicom.dcmread(io.BytesIO(stored))
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.51"  # stored as it came: still lossy JPEG
+    pixels = ds.pixel_array
+    assert (pixels.shape, pixels.dtype, int(pixels.max()) <= 4095) == ((1024, 256), np.uint16, True)
+    assert (pixels[420, 140], pixels[230, 120]) == (244, 95)  # pydicom's reference values for this file
+    assert hashlib.sha256(pixels.astype("<u2").tobytes()).hexdigest() == JPEG12_DCMTK_SHA256
+    (tmp_path / "stored.dcm").write_bytes(stored)
+    assert read_image(tmp_path / "stored.dcm").array.shape == (1, 1024, 256)  # training reads it too
 
 
 def _summary(report: IngestReport) -> list[tuple]:

@@ -1,18 +1,27 @@
-"""The platform's CLI verbs, run as a user runs them: ingest, users, tokens, audit, flagged, export."""
+"""The platform's CLI verbs, run as a user runs them: ingest, users, tokens, audit, flagged, export.
+
+Ingest, audit, store check and export run on SQLite and PostgreSQL (``@both_backends``).
+"""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import re
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from conftest import both_backends
 from PIL import Image
+from pydicom.uid import UID
+from test_deid import PLANTED, plant_phi, real_files
 
 from medsight.errors import BadInputError
 from medsight.store import add_user, authenticate, authenticate_token, open_store
@@ -23,10 +32,17 @@ PASSWORD = "correct horse battery"
 PHI_NAME = "Wilhelmina^Threepwood"
 
 
-def cli(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+# `medsight` with every medsight log record (DEBUG and up) and other libraries' warnings on stderr
+WITH_LOGS = (
+    "import logging, sys; logging.basicConfig(format='%(levelname)s %(name)s: %(message)s'); "
+    "logging.getLogger('medsight').setLevel(logging.DEBUG); from medsight.cli import main; main()"
+)
+
+
+def cli(*args: str | Path, stdin: str | None = None, logs: bool = False) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "250"}
     return subprocess.run(
-        [sys.executable, "-m", "medsight.cli", *map(str, args)],
+        [sys.executable, *(["-c", WITH_LOGS] if logs else ["-m", "medsight.cli"]), *map(str, args)],
         input=stdin,
         env=env,
         capture_output=True,
@@ -81,6 +97,7 @@ def test_token_create_prints_the_token_alone_on_the_last_line_and_revoke_works()
         authenticate_token(store, token)
 
 
+@both_backends
 def test_ingest_prints_lines_and_summary_without_phi_and_audit_lists_it(
     ct_patients: Path, tmp_path: Path
 ) -> None:
@@ -106,6 +123,7 @@ def test_ingest_prints_lines_and_summary_without_phi_and_audit_lists_it(
     assert cli("store", "check").returncode == 0
 
 
+@both_backends
 def test_flagged_pictures_stay_out_of_export_until_cleared_and_export_imports_back(
     ct_patients: Path, tmp_path: Path
 ) -> None:
@@ -141,3 +159,110 @@ def test_flagged_pictures_stay_out_of_export_until_cleared_and_export_imports_ba
     assert " clear_flag " in audit and " export " in audit
     with open_store() as store, pytest.raises(BadInputError, match="not empty"):
         export_dataset(store, tmp_path / "after")  # never into a full folder
+
+
+# -- planted PHI: none of it in what is exported, printed or logged ---------------------------------
+EXTRA_PHI = {"SeriesDescription": "follow-up of Quixfeld", "ImageComments": "Marabel called on 5558675309"}
+NOT_IDENTIFYING_UIDS = {"TransferSyntaxUID", "ImplementationClassUID"}  # the codec's, the writer's
+
+
+def _instance_uids(ds: pydicom.Dataset) -> set[str]:
+    """Every UID in ``ds`` (file meta, sequences, private tags) that names this object, not a standard."""
+    found = set()
+    for element in [*ds.file_meta.iterall(), *ds.iterall()]:
+        if (
+            element.VR != "UI"
+            or element.keyword in NOT_IDENTIFYING_UIDS
+            or element.keyword.endswith("ClassUID")
+        ):
+            continue
+        for value in element.value if element.VM > 1 else [element.value]:
+            uid = UID(str(value or ""))
+            if uid and uid.name == str(uid):  # registered UIDs (standard SOP classes, codes) are no one's
+                found.add(str(uid))
+    return found
+
+
+def _png_texts(data: bytes) -> list[bytes]:
+    """The text of every tEXt, zTXt and iTXt chunk, decompressed."""
+    texts, offset = [], 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body = data[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+        if kind == b"tEXt":
+            texts.append(body)
+        elif kind == b"zTXt":
+            keyword, _, rest = body.partition(b"\0")
+            texts.append(keyword + b" " + zlib.decompress(rest[1:]))
+        elif kind == b"iTXt":
+            keyword, _, rest = body.partition(b"\0")
+            compressed, rest = rest[0], rest[2:]
+            language, _, rest = rest.partition(b"\0")
+            translated, _, text = rest.partition(b"\0")
+            texts.append(
+                b" ".join([keyword, language, translated, zlib.decompress(text) if compressed else text])
+            )
+    return texts
+
+
+def _readable(path: Path) -> list[bytes]:
+    """What a reader of ``path`` can see: its bytes, and decompressed or parsed forms of them."""
+    data = path.read_bytes()
+    views = [data]
+    if data[:2] == b"\x1f\x8b":  # .nii.gz: header, extensions and voxels
+        views.append(gzip.decompress(data))
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        views += _png_texts(data)
+    if data[128:132] == b"DICM":  # every element, inside sequences and private blocks too
+        ds = pydicom.dcmread(path)
+        views.append(
+            "\n".join(f"{e.tag} {e.value!s}" for e in [*ds.file_meta.iterall(), *ds.iterall()]).encode()
+        )
+    return views
+
+
+@pytest.mark.parametrize("profile", ["basic", "research"])
+def test_planted_phi_is_in_no_exported_byte_nor_in_what_ingest_and_export_print(
+    profile: str, shared_data: Path, tmp_path: Path
+) -> None:
+    """PHI planted in real files (names, IDs, dates, descriptions, sequences, private tags, UIDs)
+    is in no file of a DICOM, NIfTI or PNG export (manifest included), and not in the output or the
+    logs of ingest, export and audit. Flagged instances are cleared first, so that all are exported."""
+    sources = real_files(shared_data)
+    folder = tmp_path / "phi"
+    folder.mkdir()
+    forbidden = set(PLANTED) | set(EXTRA_PHI.values())
+    for k, path in enumerate(sources):
+        ds = plant_phi(pydicom.dcmread(path))
+        for keyword, value in EXTRA_PHI.items():
+            setattr(ds, keyword, value)
+        forbidden |= _instance_uids(ds)
+        ds.save_as(folder / f"{k:02d}.dcm")
+    assert len(forbidden) > len(PLANTED) + 20  # the originals' study, series, instance, frame... UIDs
+
+    printed = {"ingest": cli("ingest", folder, "--profile", profile, logs=True)}
+    assert printed["ingest"].stdout.count("stored ") == len(sources), printed["ingest"]
+    with open_store() as store:
+        add_user(store, "ada", "admin", PASSWORD)
+        admin = authenticate(store, "ada", PASSWORD)
+        flagged = store.flagged_instances()
+        assert flagged  # ultrasound and secondary capture: burned-in text risk
+        for record in flagged:
+            store.clear_flag(record.sop_uid, admin)
+    exports = {fmt: tmp_path / f"export-{fmt}" for fmt in ("dicom", "nifti", "png")}
+    for fmt, out in exports.items():
+        printed[fmt] = cli("export-dataset", "--out", out, "--format", fmt, logs=True)
+        assert f"exported {len(sources)} instance(s)" in printed[fmt].stdout, printed[fmt]
+    printed["audit"] = cli("audit", logs=True)
+
+    files = [p for out in exports.values() for p in out.rglob("*") if p.is_file()]
+    assert len(files) == 3 * (len(sources) + 1)  # the images and a manifest.csv per export
+    for path in files:
+        for view in _readable(path):
+            leaked = sorted(value for value in forbidden if value.upper().encode() in view.upper())
+            assert not leaked, f"{path.relative_to(tmp_path)}: {leaked}"
+    for verb, run in printed.items():
+        assert run.returncode == 0, run.stdout + run.stderr
+        leaked = sorted(value for value in forbidden if value.upper() in (run.stdout + run.stderr).upper())
+        assert not leaked, f"medsight {verb} printed or logged {leaked}"

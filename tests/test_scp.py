@@ -1,4 +1,7 @@
-"""The C-STORE receiver against pynetdicom's own storescu and echoscu apps (real clients, real sockets)."""
+"""The C-STORE receiver against pynetdicom's own storescu and echoscu apps (real clients, real sockets).
+
+Storing the series (and its duplicate) runs on SQLite and PostgreSQL; the refusals on SQLite.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import both_backends
 
 from medsight.ingest.scp import start_scp
-from medsight.store import Store, check_store, open_store
+from medsight.store import Store, check_store
 
 
 def free_port() -> int:
@@ -26,17 +30,17 @@ def app(name: str, port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[Store, int]]:
+def receiver(store: Store) -> Iterator[tuple[Store, int]]:
     port = free_port()
-    with open_store() as store:
-        server = start_scp(store, port, "MEDSIGHT", ["SCANNER"], block=False)
-        assert server is not None
-        try:
-            yield store, port
-        finally:
-            server.shutdown()
+    server = start_scp(store, port, "MEDSIGHT", ["SCANNER"], block=False)
+    assert server is not None
+    try:
+        yield store, port
+    finally:
+        server.shutdown()
 
 
+@both_backends
 def test_storescu_sends_ct_series_and_each_slice_is_stored_once(
     receiver: tuple[Store, int], shared_data: Path
 ) -> None:

@@ -1,18 +1,17 @@
 """The store (medsight/store) against both backends: SQLite in MEDSIGHT_HOME and PostgreSQL at 127.0.0.1:5432.
 
-Each PostgreSQL test gets its own schema (``medsight_test_<random>_<n>``), reached through
-``search_path``, and drops it afterwards. Without a PostgreSQL server those tests are skipped,
-saying so — except under CI=true, where that is a failure.
+Every test here that opens the store runs on both. conftest.py gives each PostgreSQL run its own
+schema (``medsight_test_<random>_<n>``), reached through ``search_path``, and drops it afterwards.
+Without a PostgreSQL server those runs are skipped, saying so — except under CI=true, where that
+is a failure.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
-import getpass
 import hashlib
 import io
-import itertools
 import os
 import secrets
 import signal
@@ -20,13 +19,12 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-import psycopg
 import pydicom
 import pytest
+from conftest import BACKENDS
 from pydicom.data import get_testdata_file
 from sqlalchemy import event, inspect, select, text, update
 
@@ -58,7 +56,6 @@ from medsight.store.db import current_revision, head_revision
 from medsight.store.linkage import Linkage
 from medsight.store.models import ApiToken, AuditEvent, Instance, LinkageEntry, UserAccount, utcnow
 
-PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 TABLES = {
     "patients",
     "studies",
@@ -71,65 +68,12 @@ TABLES = {
     "models",
     "linkage",
 }
-_schema_numbers = itertools.count()
 
 
-# -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_base_url() -> str:
-    """A SQLAlchemy URL for the test database, as the first user that the server lets in."""
-    errors = []
-    for user in dict.fromkeys([getpass.getuser(), "postgres"]):
-        try:
-            psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DB, user=user, connect_timeout=3).close()
-            return f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{PG_DB}"
-        except psycopg.Error as err:
-            errors.append(f"as {user}: {' '.join(str(err).split())}")
-    message = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} (database {PG_DB}): {'; '.join(errors)}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message + " — CI must run the PostgreSQL tests.", pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def pg_schema_prefix(pg_base_url: str) -> Iterator[str]:
-    prefix = f"medsight_test_{secrets.token_hex(4)}"
-    yield prefix
-    with _pg_admin(pg_base_url) as conn:  # whatever a failed test did not drop
-        rows = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (prefix + "%",)
-        ).fetchall()
-        for (schema,) in rows:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def _pg_admin(base_url: str) -> psycopg.Connection:
-    return psycopg.connect(base_url.replace("postgresql+psycopg", "postgresql"), autocommit=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(
-    request: pytest.FixtureRequest, medsight_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    monkeypatch.delenv("MEDSIGHT_DB_URL", raising=False)
-    if request.param == "sqlite":
-        yield f"sqlite+pysqlite:///{medsight_env / 'medsight.db'}"
-        return
-    base = request.getfixturevalue("pg_base_url")
-    schema = f"{request.getfixturevalue('pg_schema_prefix')}_{next(_schema_numbers)}"
-    with _pg_admin(base) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with _pg_admin(base) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    with open_store(db_url) as opened:
-        yield opened
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test here that opens the store runs on both backends (the fixtures are in conftest.py)."""
+    if "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", BACKENDS, indirect=True)
 
 
 @lru_cache

@@ -2,7 +2,8 @@
 
 The format is found from the content, never from the file name. A DICOM file passes when its
 header names the study, series and instance, it has pixel data, and that pixel data decodes
-once with the codecs installed (pylibjpeg, openjpeg, RLE, GDCM, Pillow).
+once with the codecs installed (pylibjpeg, openjpeg, RLE, GDCM, Pillow; 12-bit JPEG Extended by
+GDCM through ``medsight.io.codecs``, which importing ``medsight.io`` below registers).
 
 PNG/JPEG/NIfTI files carry no patient: each source file becomes its own patient (an ID derived
 from the file's SHA-256, which de-identification turns into a pseudonym) unless the caller names

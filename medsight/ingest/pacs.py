@@ -159,7 +159,9 @@ class PullReport:
 def _association(ae: AE, node: PacsNode, **kwargs: Any) -> Iterator[Any]:
     assoc = ae.associate(node.host, node.port, ae_title=node.called_aet, **kwargs)
     if not assoc.is_established:
-        why = "rejected the association" if assoc.is_rejected else "did not answer"
+        # A PACS that refuses a caller may send A-ASSOCIATE-RJ or just drop the connection; from the
+        # client side a dropped connection looks the same as a closed port.
+        why = "rejected the association" if assoc.is_rejected else "did not answer (or closed the connection)"
         raise PacsError(
             f"the PACS {node.called_aet} at {node.host}:{node.port} {why} (calling AE {node.calling_aet}); "
             "check the address, the AE titles, and that the PACS knows medsight's AE."

@@ -70,6 +70,7 @@ class InstanceOut(BaseModel):
 
 
 class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # built from medsight.store.audit.AuditRecord
     time: dt.datetime
     user: str | None
     action: str

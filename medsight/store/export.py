@@ -93,6 +93,9 @@ def _pixels(data: bytes) -> tuple[np.ndarray, tuple[float, float] | None]:
     import pydicom
     from pydicom.pixels import apply_rescale
 
+    from medsight.io.codecs import register_decoders
+
+    register_decoders()  # 12-bit JPEG Extended (GDCM) besides pydicom's own decoders
     ds = pydicom.dcmread(io.BytesIO(data))
     pixels = apply_rescale(ds.pixel_array, ds).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":

@@ -42,6 +42,7 @@ def _instance_out(record: InstanceRecord) -> InstanceOut:
 
 @router.get("/users", responses=_ERRORS)
 def get_users(store: StoreDep, admin: UserAdmin) -> list[UserOut]:
+    """Every user with their role and whether they may log in (never a password or its hash)."""
     return [_user_out(user) for user in list_users(store)]
 
 
@@ -85,16 +86,4 @@ def get_audit(
     """Audit events, newest first. Reading the log is itself audited."""
     events = audit.query(store, user=user, since=since, action=action, limit=limit)
     audit.record(store, "read", "audit", None, admin, client, detail={"count": len(events)})
-    return [
-        AuditEventOut(
-            time=e.time,
-            user=e.user,
-            action=e.action,
-            resource_type=e.resource_type,
-            resource_id=e.resource_id,
-            client=e.client,
-            outcome=e.outcome,
-            detail=e.detail,
-        )
-        for e in events
-    ]
+    return [AuditEventOut.model_validate(e) for e in events]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials
@@ -15,6 +15,8 @@ from medsight.store.models import utcnow
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 Anyone = Annotated[User, requires("tokens:own")]
+# 403: a role without tokens:own, or a session cookie without its CSRF header (web.session_cookie_user)
+_SIGNED_IN_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 403)}
 
 
 @router.post(
@@ -31,7 +33,7 @@ def login(body: LoginRequest, store: StoreDep, settings: SettingsDep, client: Cl
     return TokenResponse(token=token, expires_at=expires_at, user=user.name, role=user.role)
 
 
-@router.post("/logout", status_code=204, responses={401: {"model": ErrorResponse}})
+@router.post("/logout", status_code=204, responses=_SIGNED_IN_ERRORS)
 def logout(
     store: StoreDep,
     user: Anyone,
@@ -43,7 +45,7 @@ def logout(
         revoke_token(store, credentials.credentials, by=user.name, client=client)
 
 
-@router.get("/me", responses={401: {"model": ErrorResponse}})
+@router.get("/me", responses=_SIGNED_IN_ERRORS)
 def me(user: Anyone) -> UserOut:
     """The caller's name and role (what the web UI shows and decides its menus by)."""
     return UserOut(name=user.name, role=user.role, active=user.active)

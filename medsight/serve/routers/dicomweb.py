@@ -6,9 +6,10 @@ The work is done in ``medsight.serve.dicomweb``; these handlers negotiate, autho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from medsight.serve.deps import ClientDep, SettingsDep, StoreDep, requires
@@ -43,6 +44,14 @@ _MULTIPART = {
     },
     **ERROR_RESPONSES,
 }
+_FRAMES = {
+    200: {
+        "content": {
+            f'multipart/related; type="{OCTET_STREAM}"': {"schema": {"type": "string", "format": "binary"}}
+        }
+    },
+    **ERROR_RESPONSES,
+}
 
 
 def _qido_openapi(level: str) -> dict[str, Any]:
@@ -55,111 +64,72 @@ def _qido_openapi(level: str) -> dict[str, Any]:
     }
 
 
-def _search(
-    request: Request,
-    store: Store,
-    settings: ServeSettings,
-    user: User,
-    client: str | None,
-    level: str,
-    **scope: str,
-) -> JSONResponse:
-    media = negotiate_json(request.headers.get("accept"))
-    query = qido.parse_query(request.query_params.multi_items(), level)
-    for keyword, value in scope.items():  # the path's UIDs narrow the search
-        query.filters[keyword] = [value]
-    search = {"study": qido.search_studies, "series": qido.search_series, "instance": qido.search_instances}[
-        level
-    ]
-    found = search(store, user, query, base_url(request, settings))
-    # Which attributes were searched, never their values: a user may have typed a real patient ID.
-    audit.record(
-        store,
-        "read",
-        "query",
-        level,
-        user,
-        client,
-        detail={"matches": len(found), "filters": sorted(query.filters)},
-    )
-    return dicom_json_response(found, media)
+_SEARCHES = {"study": qido.search_studies, "series": qido.search_series, "instance": qido.search_instances}
 
 
-@router.get(
-    "/studies", response_class=Response, responses=_DICOM_JSON_LIST, openapi_extra=_qido_openapi("study")
-)
-def search_for_studies(
+def _searcher(
     request: Request, store: StoreDep, settings: SettingsDep, user: Reader, client: ClientDep
-) -> Response:
+) -> Callable[..., JSONResponse]:
+    """What every QIDO-RS handler shares, as a dependency: ``search(level, **path_uids)`` answers."""
+
+    def search(level: str, **scope: str) -> JSONResponse:
+        media = negotiate_json(request.headers.get("accept"))
+        query = qido.parse_query(request.query_params.multi_items(), level)
+        for keyword, value in scope.items():  # the path's UIDs narrow the search
+            query.filters[keyword] = [value]
+        found = _SEARCHES[level](store, user, query, base_url(request, settings))
+        # Which attributes were searched, never their values: a user may have typed a real patient ID.
+        detail = {"matches": len(found), "filters": sorted(query.filters)}
+        audit.record(store, "read", "query", level, user, client, detail=detail)
+        return dicom_json_response(found, media)
+
+    return search
+
+
+Search = Annotated[Callable[..., JSONResponse], Depends(_searcher)]
+
+
+def _qido(path: str, level: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """The route decorator of a QIDO-RS search at ``level``."""
+    return router.get(
+        path, response_class=Response, responses=_DICOM_JSON_LIST, openapi_extra=_qido_openapi(level)
+    )
+
+
+@_qido("/studies", "study")
+def search_for_studies(search: Search) -> Response:
     """QIDO-RS: search for studies."""
-    return _search(request, store, settings, user, client, "study")
+    return search("study")
 
 
-@router.get(
-    "/series", response_class=Response, responses=_DICOM_JSON_LIST, openapi_extra=_qido_openapi("series")
-)
-def search_for_series(
-    request: Request, store: StoreDep, settings: SettingsDep, user: Reader, client: ClientDep
-) -> Response:
+@_qido("/series", "series")
+def search_for_series(search: Search) -> Response:
     """QIDO-RS: search for series in all studies."""
-    return _search(request, store, settings, user, client, "series")
+    return search("series")
 
 
-@router.get(
-    "/instances", response_class=Response, responses=_DICOM_JSON_LIST, openapi_extra=_qido_openapi("instance")
-)
-def search_for_instances(
-    request: Request, store: StoreDep, settings: SettingsDep, user: Reader, client: ClientDep
-) -> Response:
+@_qido("/instances", "instance")
+def search_for_instances(search: Search) -> Response:
     """QIDO-RS: search for instances in all studies."""
-    return _search(request, store, settings, user, client, "instance")
+    return search("instance")
 
 
-@router.get(
-    "/studies/{study}/series",
-    response_class=Response,
-    responses=_DICOM_JSON_LIST,
-    openapi_extra=_qido_openapi("series"),
-)
-def search_for_study_series(
-    study: str, request: Request, store: StoreDep, settings: SettingsDep, user: Reader, client: ClientDep
-) -> Response:
+@_qido("/studies/{study}/series", "series")
+def search_for_study_series(study: str, search: Search) -> Response:
     """QIDO-RS: search for series of one study."""
-    return _search(request, store, settings, user, client, "series", StudyInstanceUID=study)
+    return search("series", StudyInstanceUID=study)
 
 
-@router.get(
-    "/studies/{study}/instances",
-    response_class=Response,
-    responses=_DICOM_JSON_LIST,
-    openapi_extra=_qido_openapi("instance"),
-)
-def search_for_study_instances(
-    study: str, request: Request, store: StoreDep, settings: SettingsDep, user: Reader, client: ClientDep
-) -> Response:
+@_qido("/studies/{study}/instances", "instance")
+def search_for_study_instances(study: str, search: Search) -> Response:
     """QIDO-RS: search for instances of one study."""
-    return _search(request, store, settings, user, client, "instance", StudyInstanceUID=study)
+    return search("instance", StudyInstanceUID=study)
 
 
-@router.get(
-    "/studies/{study}/series/{series}/instances",
-    response_class=Response,
-    responses=_DICOM_JSON_LIST,
-    openapi_extra=_qido_openapi("instance"),
-)
-def search_for_series_instances(
-    study: str,
-    series: str,
-    request: Request,
-    store: StoreDep,
-    settings: SettingsDep,
-    user: Reader,
-    client: ClientDep,
-) -> Response:
+@_qido("/studies/{study}/series/{series}/instances", "instance")
+def search_for_series_instances(study: str, series: str, search: Search) -> Response:
     """QIDO-RS: search for instances of one series."""
-    return _search(
-        request, store, settings, user, client, "instance", StudyInstanceUID=study, SeriesInstanceUID=series
-    )
+    return search("instance", StudyInstanceUID=study, SeriesInstanceUID=series)
 
 
 def _retrieve(
@@ -264,7 +234,7 @@ def retrieve_instance_metadata(
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}",
     response_class=Response,
-    responses=ERROR_RESPONSES,
+    responses=_FRAMES,
 )
 def retrieve_frames(
     study: str,

@@ -37,6 +37,13 @@ _STOW = ERROR_RESPONSES | {
     code: {"description": text, "content": {DICOM_JSON: {"schema": DicomJsonDataset.model_json_schema()}}}
     for code, text in ((200, "all stored"), (202, "some stored, some failed"), (409, "none stored"))
 }
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "DICOM files, one per part (PS3.18 10.5.1)",
+        "content": {f'multipart/related; type="{DICOM}"': {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 async def _stow(
@@ -69,7 +76,7 @@ async def _stow(
     return dicom_json_response(result.body, media, result.status_code)
 
 
-@router.post("/studies", response_class=Response, responses=_STOW)
+@router.post("/studies", response_class=Response, responses=_STOW, openapi_extra=_BODY)
 async def store_instances(
     request: Request, store: StoreDep, settings: SettingsDep, user: Uploader, client: ClientDep
 ) -> Response:
@@ -77,7 +84,7 @@ async def store_instances(
     return await _stow(request, store, settings, user, client, None)
 
 
-@router.post("/studies/{study}", response_class=Response, responses=_STOW)
+@router.post("/studies/{study}", response_class=Response, responses=_STOW, openapi_extra=_BODY)
 async def store_study_instances(
     study: str, request: Request, store: StoreDep, settings: SettingsDep, user: Uploader, client: ClientDep
 ) -> Response:
