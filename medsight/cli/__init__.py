@@ -40,4 +40,4 @@ def main() -> None:
 
 
 # the areas register their commands on import
-from medsight.cli import access, data, explain, models, optimize, pacs, platform, serve, train  # noqa: E402, F401
+from medsight.cli import access, convert, data, explain, models, optimize, pacs, platform, serve, train  # noqa: E402, F401

@@ -2,7 +2,9 @@
 
 A ``MedicalImage`` is a channel-first float32 array (``(C, H, W)`` or ``(C, D, H, W)``) with its
 voxel spacing in millimetres (when the format knows it) and a little non-identifying metadata.
-The format is found from the file's content, never trusted from its name.
+The format is found from the file's content, never trusted from its name. A folder or a zip file is
+read as one DICOM series and stacked into a volume (``medsight.io.series``: sorted by position, tilt
+and uneven spacing corrected).
 """
 
 from __future__ import annotations
@@ -44,8 +46,15 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def read_image(path: str | Path) -> MedicalImage:
-    """Read one image file; raise BadInputError naming the file if it cannot be used."""
+    """Read one image file, or a DICOM series (a folder or a zip of one series) as one volume.
+
+    Raise BadInputError naming the file if it cannot be used.
+    """
     path = Path(path)
+    if path.is_dir() or _is_zip(path):
+        from medsight.io.series import read_series  # a series is stacked, sorted and made regular there
+
+        return read_series(path).to_image()
     try:
         with open(path, "rb") as handle:
             head = handle.read(544)
@@ -70,6 +79,14 @@ def read_image(path: str | Path) -> MedicalImage:
     if not np.all(np.isfinite(image.array)):
         raise BadInputError(f"{path}: the image holds NaN or infinite values.")
     return image
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False  # read_image says what is wrong with the file
 
 
 def _read_pillow(path: Path) -> MedicalImage:
