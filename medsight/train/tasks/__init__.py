@@ -9,7 +9,9 @@ engine runs (``build``; see ``medsight/train/task.py``).
 from __future__ import annotations
 
 from medsight.train.tasks.classification import Classification
+from medsight.train.tasks.segmentation import Segmentation
 
 TASKS = {
     "classification": Classification,
+    "segmentation": Segmentation,
 }
