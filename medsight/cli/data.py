@@ -31,10 +31,15 @@ def data_list() -> None:
 def data_info(name: str, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Sizes, classes, label counts per split and image shape of data set NAME."""
     from medsight.data.registry import load_dataset
+    from medsight.data.segmentation_registry import is_segmentation_dataset, load_segmentation_dataset
 
-    info = load_dataset(name).info()
+    segmentation = is_segmentation_dataset(name)
+    info = (load_segmentation_dataset if segmentation else load_dataset)(name).info()
     if as_json:
         say(json.dumps(info, indent=2))
+        return
+    if segmentation:
+        _segmentation_info(info)
         return
     say(
         f"{info['name']}  ({info['modality']}, {info['spatial_dims']}D, shape {info['image_shape']}, "
@@ -44,6 +49,12 @@ def data_info(name: str, as_json: Annotated[bool, typer.Option("--json", help="p
     for split, facts in info["splits"].items():
         table.add_row(split, str(facts["size"]), *map(str, facts["label_counts"]))
     console.print(table)
+    for head, facts in (info.get("heads") or {}).items():
+        say(
+            f"label '{head}': classes {', '.join(facts['classes'])}; counts per split {facts['label_counts']}"
+        )
+    if info.get("tabular"):
+        say(f"tabular features ({len(info['tabular'])}): {', '.join(info['tabular'])}")
     if info.get("licence"):
         say(f"licence: {info['licence']}" + (f"; cite {info['citation']}" if info.get("citation") else ""))
 
@@ -59,6 +70,19 @@ def data_pull(
     from medsight.data.pull import pull
 
     say(f"{name}: {pull(name, url=url)}")
+
+
+def _segmentation_info(info: dict) -> None:
+    say(
+        f"{info['name']}  (segmentation, {info['modality']}, {info['spatial_dims']}D, median shape "
+        f"{info['image_shape']}, {info['channels']} channel(s))\nsource: {info['source']}"
+    )
+    table = Table("split", "images", "foreground share")
+    for split, facts in info["splits"].items():
+        table.add_row(split, str(facts["size"]), f"{facts['label_counts']['foreground share']:.4f}")
+    console.print(table)
+    if info.get("licence"):
+        say(f"licence: {info['licence']}" + (f"; cite {info['citation']}" if info.get("citation") else ""))
 
 
 @data_app.command("import")
@@ -83,11 +107,42 @@ def data_import(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="import the readable images, list the rest")
     ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="classification or segmentation (default: segmentation for a DRIVE-style folder or a "
+            "CSV with a 'mask' column: image,mask[,roi][,patient_id][,split])"
+        ),
+    ] = None,
+    labels: Annotated[
+        str,
+        typer.Option(help="CSV: comma-separated label column(s); several train one head per label"),
+    ] = "label",
+    tabular: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV: comma-separated tabular columns beside the image (e.g. age,sex,lab): "
+            "standardised on the training split, missing values imputed and flagged"
+        ),
+    ] = None,
+    categorical: Annotated[
+        str | None, typer.Option(help="which of the --tabular columns are categories (one-hot), e.g. sex")
+    ] = None,
 ) -> None:
     """Register your own data set; then `medsight train --dataset NAME` works. The source is never modified."""
     from medsight.data.importer import dataset_name_from, import_dataset
     from medsight.data.registry import registry_dir
+    from medsight.data.segmentation_registry import import_segmentation, looks_like_segmentation
 
+    if task not in (None, "classification", "segmentation"):
+        from medsight.errors import ConfigError
+
+        raise ConfigError(f"--task {task}: data sets are imported for classification or segmentation.")
+    if task == "segmentation" or (task is None and looks_like_segmentation(path.expanduser())):
+        report = import_segmentation(path, name=name or dataset_name_from(path), modality=modality, seed=seed)
+        say(f"imported '{report.name}' (segmentation): {report.n_images} image/mask pairs -> {report.folder}")
+        data_info(report.name)
+        return
     report = import_dataset(
         path,
         registry_dir(),
@@ -97,11 +152,20 @@ def data_import(
         modality=modality,
         seed=seed,
         skip_bad=skip_bad,
+        labels=_names(labels),
+        tabular=_names(tabular),
+        categorical=_names(categorical),
     )
     for problem in report.skipped:
         say(f"skipped {problem}")
+    for note in report.notes:
+        say(f"note: {note}")
     say(f"imported '{report.name}': {report.n_images} images -> {report.folder}")
     data_info(report.name)
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 @data_app.command("remove")

@@ -2,6 +2,11 @@
 
 Images are channel-first, ``(N, C, H, W)`` in 2D or ``(N, C, D, H, W)`` in 3D, kept in their
 stored dtype (uint8 for MedMNIST) until preprocessing; labels are class indices ``(N,)``.
+
+Two optional extras (``medsight/data/tabular.py``): ``tabular`` features ``(N, F)`` per split (age,
+sex, a lab value, already encoded with the training split's statistics; ``tabular_spec`` says how),
+and several labels per image (``heads``: label name -> classes; labels are then ``(N, T)``, and
+``classes`` are the first head's, which also stratifies splits and sets the class balance defaults).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from medsight.data.tabular import TabularSpec
+
 SPLITS = ("train", "val", "test")
 
 
@@ -19,12 +26,14 @@ class Split:
     images: np.ndarray
     labels: np.ndarray
     patient_ids: np.ndarray | None = None
+    tabular: np.ndarray | None = None  # (N, F) float32 features, see ImageDataset.tabular_spec
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def label_counts(self, n_classes: int) -> list[int]:
-        return np.bincount(self.labels, minlength=n_classes).astype(int).tolist()
+    def label_counts(self, n_classes: int, head: int = 0) -> list[int]:
+        labels = self.labels if self.labels.ndim == 1 else self.labels[:, head]
+        return np.bincount(labels, minlength=n_classes).astype(int).tolist()
 
 
 @dataclass
@@ -38,6 +47,12 @@ class ImageDataset:
     licence: str | None = None
     citation: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tabular_spec: TabularSpec | None = None
+    heads: dict[str, list[str]] | None = None  # several labels per image: name -> classes, in label order
+
+    @property
+    def tabular_names(self) -> list[str]:
+        return self.tabular_spec.names if self.tabular_spec is not None else []
 
     @property
     def n_classes(self) -> int:
@@ -53,7 +68,7 @@ class ImageDataset:
 
     def info(self) -> dict[str, Any]:
         """A printable summary: sizes, classes, label counts per split, image shape."""
-        return {
+        info = {
             "name": self.name,
             "source": self.source,
             "modality": self.modality,
@@ -68,3 +83,14 @@ class ImageDataset:
             "licence": self.licence,
             "citation": self.citation,
         }
+        if self.tabular_spec is not None:
+            info["tabular"] = self.tabular_names
+        if self.heads:
+            info["heads"] = {
+                head: {
+                    "classes": list(classes),
+                    "label_counts": {n: s.label_counts(len(classes), k) for n, s in self.splits.items()},
+                }
+                for k, (head, classes) in enumerate(self.heads.items())
+            }
+        return info

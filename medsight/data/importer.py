@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from monai.transforms import Resize
 from medsight.data.manifest import ManifestRow, read_csv_manifest, read_folder_manifest
 from medsight.data.npz import load_npz_dataset
 from medsight.data.splits import check_no_patient_leak, hold_out, patient_split
+from medsight.data.tabular import Kind, fit_tabular, parse_numbers
 from medsight.errors import BadInputError
 from medsight.io import read_image
 from medsight.progress import progress_bar
@@ -46,6 +48,24 @@ class ImportReport:
     folder: Path
     n_images: int
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was imputed in tabular columns, and why
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The manifest columns beyond path/patient_id/split: label(s) and tabular (``data/tabular.py``)."""
+
+    labels: tuple[str, ...] = ("label",)
+    tabular: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()  # the tabular columns that are categories, not numbers
+
+    @property
+    def kinds(self) -> dict[str, Kind]:
+        return {c: "categorical" if c in self.categorical else "numeric" for c in self.tabular}
+
+    @property
+    def plain(self) -> bool:
+        return self.labels == ("label",) and not self.tabular
 
 
 def dataset_name_from(path: Path) -> str:
@@ -70,9 +90,16 @@ def import_dataset(
     modality: str | None = None,
     seed: int = 0,
     skip_bad: bool = False,
+    labels: Sequence[str] = ("label",),
+    tabular: Sequence[str] = (),
+    categorical: Sequence[str] = (),
 ) -> ImportReport:
-    """Check and register ``source``; writes ``registry_dir/NAME`` whole or not at all."""
+    """Check and register ``source``; writes ``registry_dir/NAME`` whole or not at all.
+
+    ``labels`` (several: one head each), ``tabular`` and ``categorical`` name CSV manifest columns.
+    """
     check_dataset_name(name)
+    columns = _check_columns(labels, tabular, categorical)
     source = source.expanduser().resolve()
     if not source.exists():
         raise BadInputError(f"{source}: no such file or folder.")
@@ -80,10 +107,20 @@ def import_dataset(
     registry_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=registry_dir))
     try:
+        if not columns.plain and (source.is_dir() or source.suffix.lower() == ".npz"):
+            raise BadInputError(
+                f"{source}: label and tabular columns are read from a CSV manifest; give one instead."
+            )
         if source.suffix.lower() == ".npz":
             report = _import_npz(source, staging, name, classes, modality)
+        elif source.is_file():
+            rows = read_csv_manifest(source, columns.labels, columns.tabular)
+            _check_numbers(rows, columns, source)  # before reading any image: a typo fails fast
+            report = _import_manifest(
+                rows, staging, name, classes, size, modality, seed, skip_bad, source, columns
+            )
         else:
-            rows = read_csv_manifest(source) if source.is_file() else read_folder_manifest(source)
+            rows = read_folder_manifest(source)
             report = _import_manifest(rows, staging, name, classes, size, modality, seed, skip_bad, source)
         if final.exists():
             shutil.rmtree(final)
@@ -125,13 +162,14 @@ def _import_manifest(
     seed,
     skip_bad: bool,
     source: Path,
+    columns: Columns = Columns(),
 ) -> ImportReport:
     classes = _check_labels(rows, classes, source)
     images, kept, problems, modalities = [], [], [], set()
     for row in progress_bar(rows, description=f"reading {len(rows)} images"):
         try:
-            if not row.path.is_file():
-                raise BadInputError(f"{row.path}: file not found.")
+            if not row.path.exists():  # a file, or a DICOM series folder or zip (read as one volume)
+                raise BadInputError(f"{row.path}: no such file or series folder.")
             image = read_image(row.path)
         except BadInputError as err:
             problems.append(f"row {row.line}: {err}")
@@ -150,7 +188,15 @@ def _import_manifest(
     array = _to_one_shape(images, kept, size)
     labels = np.array([classes.index(r.label) for r in kept], dtype=np.int64)
     groups, splits = _splits_for(kept, labels, seed)
-    np.savez(staging / "images.npz", images=array, labels=labels, splits=splits, groups=groups)
+    arrays, extra, notes = _columns_arrays(kept, columns, classes, splits, source)
+    np.savez(
+        staging / "images.npz",
+        images=array,
+        labels=arrays.pop("labels", labels),
+        splits=splits,
+        groups=groups,
+        **arrays,
+    )
     dicom_modality = next((DICOM_MODALITIES.get(m or "") for m in modalities if m), None)
     _write_record(
         staging,
@@ -164,12 +210,73 @@ def _import_manifest(
             "image_shape": list(array.shape[2:]),
             "channels": int(array.shape[1]),
             "seed": seed,
+            **extra,
         },
     )
-    return ImportReport(name, staging, len(kept), problems)
+    return ImportReport(name, staging, len(kept), problems, notes)
 
 
-def _check_labels(rows: list[ManifestRow], classes: list[str] | None, source: Path) -> list[str]:
+def _check_columns(labels: Sequence[str], tabular: Sequence[str], categorical: Sequence[str]) -> Columns:
+    columns = Columns(tuple(labels), tuple(tabular), tuple(categorical))
+    named = [*columns.labels, *columns.tabular]
+    problems = [
+        f"'{c}' is categorical but not tabular" for c in columns.categorical if c not in columns.tabular
+    ]
+    problems += [f"'{c}' is named twice" for c in sorted({c for c in named if named.count(c) > 1})]
+    problems += [
+        f"'{c}' is a reserved column" for c in columns.tabular if c in ("path", "patient_id", "split")
+    ]
+    if not columns.labels:
+        problems.append("no label column is named")
+    if problems:
+        raise BadInputError(
+            f"manifest columns: {'; '.join(problems)}. Name each label and tabular column once "
+            "(--labels a,b --tabular age,sex --categorical sex)."
+        )
+    return columns
+
+
+def _check_numbers(rows: list[ManifestRow], columns: Columns, source: Path) -> None:
+    where = [f"{source}, row {r.line}" for r in rows]
+    for name, kind in columns.kinds.items():
+        if kind == "numeric":
+            parse_numbers(name, [r.extra[name] for r in rows], where)
+
+
+def _columns_arrays(
+    rows: list[ManifestRow], columns: Columns, classes: list[str], splits: np.ndarray, source: Path
+) -> tuple[dict[str, np.ndarray], dict, list[str]]:
+    """Arrays and dataset.json entries for several labels and tabular columns (none for a plain manifest).
+
+    Tabular features are fitted on the training split only (``fit_tabular``).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    extra: dict = {}
+    notes: list[str] = []
+    if len(columns.labels) > 1:
+        heads = {columns.labels[0]: classes}
+        for head in columns.labels[1:]:
+            heads[head] = _check_labels([_relabel(r, head) for r in rows], None, source, head)
+        arrays["labels"] = np.stack(
+            [[heads[h].index(r.label if h == columns.labels[0] else r.extra[h]) for h in heads] for r in rows]
+        ).astype(np.int64)
+        extra["heads"] = heads
+    if columns.tabular:
+        raw = {name: [r.extra[name] for r in rows] for name in columns.tabular}
+        where = [f"{source}, row {r.line}" for r in rows]
+        spec, features, notes = fit_tabular(raw, columns.kinds, splits == "train", where)
+        arrays["tabular"] = features
+        extra["tabular"] = spec.model_dump()
+    return arrays, extra, notes
+
+
+def _relabel(row: ManifestRow, head: str) -> ManifestRow:
+    return ManifestRow(row.line, row.path, row.extra[head], row.patient_id, row.split)
+
+
+def _check_labels(
+    rows: list[ManifestRow], classes: list[str] | None, source: Path, column: str = "label"
+) -> list[str]:
     found = sorted({r.label for r in rows}, key=lambda s: (len(s), s) if s.isdigit() else (0, s))
     if classes:
         unknown = next((r for r in rows if r.label not in classes), None)
@@ -181,7 +288,7 @@ def _check_labels(rows: list[ManifestRow], classes: list[str] | None, source: Pa
         return list(classes)
     if len(found) < 2:
         raise BadInputError(
-            f"{source}: every image has the label '{found[0]}'; a classifier needs two classes."
+            f"{source}: every image has the {column} '{found[0]}'; a classifier needs two classes."
         )
     return found
 

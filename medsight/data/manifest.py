@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsight.errors import BadInputError
@@ -27,24 +28,32 @@ class ManifestRow:
     label: str
     patient_id: str | None = None
     split: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # further declared columns: labels, tabular
 
 
-def read_csv_manifest(csv_path: Path) -> list[ManifestRow]:
-    """Rows of a CSV manifest ``path,label[,patient_id][,split]``; paths may be relative to the CSV."""
+def read_csv_manifest(
+    csv_path: Path, labels: Sequence[str] = ("label",), tabular: Sequence[str] = ()
+) -> list[ManifestRow]:
+    """Rows of a CSV manifest ``path,label[,patient_id][,split]``; paths may be relative to the CSV.
+
+    ``labels`` names the label column(s): with several, the first is ``row.label`` and the others
+    are in ``row.extra``, as are the ``tabular`` columns (``medsight/data/tabular.py``).
+    """
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
-            for needed in ("path", "label"):
+            for needed in ("path", *labels, *tabular):
                 if needed not in columns:
                     raise BadInputError(
                         f"{csv_path}: the header has no '{needed}' column (found: {', '.join(columns) or 'none'}). "
-                        "A manifest's header is path,label[,patient_id][,split]."
+                        "A manifest's header is path,label[,patient_id][,split] plus any columns "
+                        "declared as labels or tabular."
                     )
             rows = []
             for number, raw in enumerate(reader, start=2):
                 record = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-                rows.append(_manifest_row(csv_path, number, record))
+                rows.append(_manifest_row(csv_path, number, record, labels, tabular))
     except UnicodeDecodeError as err:
         raise BadInputError(f"{csv_path}: not a UTF-8 text CSV file.") from err
     if not rows:
@@ -52,11 +61,20 @@ def read_csv_manifest(csv_path: Path) -> list[ManifestRow]:
     return rows
 
 
-def _manifest_row(csv_path: Path, number: int, record: dict[str, str]) -> ManifestRow:
+def _manifest_row(
+    csv_path: Path,
+    number: int,
+    record: dict[str, str],
+    labels: Sequence[str] = ("label",),
+    tabular: Sequence[str] = (),
+) -> ManifestRow:
     if not record.get("path"):
         raise BadInputError(f"{csv_path}, row {number}: the 'path' is empty.")
-    if not record.get("label"):
-        raise BadInputError(f"{csv_path}, row {number}: the 'label' is empty; every image needs a label.")
+    for label in labels:
+        if not record.get(label):
+            raise BadInputError(
+                f"{csv_path}, row {number}: the '{label}' is empty; every image needs a label."
+            )
     path = Path(record["path"]).expanduser()
     if not path.is_absolute():
         path = csv_path.parent / path
@@ -65,7 +83,10 @@ def _manifest_row(csv_path: Path, number: int, record: dict[str, str]) -> Manife
         if split.lower() not in SPLIT_ALIASES:
             raise BadInputError(f"{csv_path}, row {number}: split '{split}' is not one of train, val, test.")
         split = SPLIT_ALIASES[split.lower()]
-    return ManifestRow(number, path.resolve(), record["label"], record.get("patient_id") or None, split)
+    extra = {name: record.get(name) or "" for name in (*labels[1:], *tabular)}
+    return ManifestRow(
+        number, path.resolve(), record[labels[0]], record.get("patient_id") or None, split, extra
+    )
 
 
 def read_folder_manifest(folder: Path) -> list[ManifestRow]:

@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from medsight.evaluate.ecg import ecg_section_html
+
 HEADLINE_METRICS = (
     ("auc", "AUC (ROC)"),
     ("acc", "Accuracy at operating threshold"),
@@ -33,6 +35,8 @@ PLOT_CAPTIONS = {
     "calibration": "Reliability diagram on the test set: a calibrated model's bars follow the diagonal.",
     "examples": "Test cases: the most confident correct predictions (top) and the most confident errors "
     "(bottom).",
+    "ecg_strip": "Ten seconds of one held-out record, filtered; every annotated beat marked by what the model "
+    "called it (colour) and what the reference annotation says (shape).",
     "explanations": "Where the model looked: test cases (most confident correct, then most confident wrong), "
     "each above its saliency map for the predicted class (red = most important).",
 }
@@ -327,6 +331,7 @@ def write_report(
         f"<h1>{_esc(title)}</h1>",
         _data_section(dataset),
         _headline_section(metrics),
+        ecg_section_html(metrics),
         _faithfulness_section(metrics),
         _plots_section(plots),
         _config_section(config),

@@ -14,8 +14,9 @@ import numpy as np
 import yaml
 
 from medsight.data.registry import load_dataset
-from medsight.evaluate import plots
+from medsight.evaluate import ecg, plots
 from medsight.evaluate.metrics import choose_threshold, evaluate_split
+from medsight.evaluate.multitask import evaluate_heads, heads_summary
 from medsight.evaluate.report import write_report
 from medsight.train.inference import load_checkpoint, load_trained_model
 from medsight.train.run_folder import atomic_write_text, read_status, require_run, set_status
@@ -30,16 +31,25 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         from medsight.errors import ConfigError
 
         raise ConfigError(f"split '{split}' is not one of {', '.join(EVAL_SPLITS)}.")
+    if run_task(run_dir) == "segmentation":
+        from medsight.evaluate.segmentation import evaluate_segmentation_run
+
+        return evaluate_segmentation_run(run_dir, split, log=log)
     recorded = yaml.safe_load((run_dir / "config.yaml").read_text())
     config = recorded["config"]
     trained = load_trained_model(run_dir)
     dataset = load_dataset(config["dataset"])
     tta = bool(config.get("tta"))
     n_boot, seed = int(config.get("bootstrap", 1000)), int(config.get("seed", 0))
-    labels = {name: dataset.splits[name].labels for name in ("val", split)}
-    probs = {name: trained.predict_images(dataset.splits[name].images, tta=tta) for name in labels}
+    splits = {name: dataset.splits[name] for name in ("val", split)}
+    labels = {name: s.labels for name, s in splits.items()}
+    # tabular features: read by fusion models only (None for a plain data set)
+    probs = {name: trained.predict_images(s.images, tta=tta, tabular=s.tabular) for name, s in splits.items()}
     binary = len(dataset.classes) == 2
     rule = config.get("threshold_rule", "youden")
+    heads = None
+    if trained.heads:  # several labels: each evaluated on its own; the first fills the usual blocks
+        heads, labels, probs = evaluate_heads(trained.heads, labels, probs, rule, n_boot, seed)
     threshold = choose_threshold(labels["val"], probs["val"][:, 1], rule) if binary else None
     metrics: dict = {
         "dataset": dataset.name,
@@ -54,6 +64,10 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         metrics[split] = evaluate_split(
             labels[split], probs[split], dataset.classes, threshold, n_boot=n_boot, seed=seed
         )
+    if heads is not None:
+        metrics["heads"] = heads
+    if dataset.modality == "ecg" and binary:  # PVC sensitivity/PPV per record (evaluate/ecg.py)
+        metrics["ecg"] = ecg.ecg_metrics(dataset, probs, threshold)
     status = read_status(run_dir)
     metrics["training"] = {
         k: status.get(k) for k in ("epochs_trained", "best_epoch", "train_seconds", "stopped")
@@ -69,6 +83,8 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         **{f"{k}_labels": v for k, v in labels.items()},
     )
     figures = _plots(run_dir, dataset, split, labels[split], probs[split], threshold, metrics[split])
+    if "ecg" in metrics:  # beats drawn as traces, and a strip of one record
+        figures.update(ecg.ecg_plots(run_dir, dataset, split, probs[split], threshold))
     report = write_report(
         run_dir / "report.html",
         title=f"medsight run: {config['model']} on {dataset.name}",
@@ -76,12 +92,28 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         config=config,
         metrics=metrics,
         plots=figures,
-        notes=_notes(binary, split, tta) + _privacy_notes(metrics.get("privacy")),
+        notes=_notes(binary, split, tta)
+        + _privacy_notes(metrics.get("privacy"))
+        + (
+            [f"Several labels; the figures show '{next(iter(heads))}'. " + heads_summary(heads, split)]
+            if heads
+            else []
+        ),
     )
     set_status(run_dir, "complete", report=str(report))
     log(summary_line(metrics, split))
+    if "ecg" in metrics:
+        log(ecg.ecg_summary(metrics["ecg"], split))
+    if heads is not None:
+        log(heads_summary(heads, split))
     log(f"report: {report}")
     return metrics
+
+
+def run_task(run_dir: Path) -> str:
+    """What a run learnt, from its checkpoint; runs from before tasks existed are classifiers."""
+    inference = load_checkpoint(run_dir / "checkpoint.pt").get("inference") or {}
+    return inference.get("task", "classification")
 
 
 def _plots(

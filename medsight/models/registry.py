@@ -9,6 +9,9 @@ from torch import nn
 
 from medsight.errors import ConfigError
 from medsight.models.cnn import CompactResNet
+from medsight.models.fusion import FusionNet
+from medsight.models.sequence import BeatCNN, ConvRecurrent, gru, lstm
+from medsight.models.unet import basic_unet, unet
 
 
 def _compact(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
@@ -41,6 +44,13 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet10": (_monai_resnet(10), "MONAI ResNet-10 (He et al. 2016), small-image stem"),
     "resnet18": (_monai_resnet(18), "MONAI ResNet-18 (He et al. 2016), small-image stem"),
     "densenet121": (_monai_densenet, "MONAI DenseNet-121 (Huang et al. 2017); needs images of 64 px or more"),
+    "unet": (unet, "segmentation: MONAI residual UNet (Ronneberger et al. 2015; Kerfoot et al. 2018)"),
+    "basic-unet": (basic_unet, "segmentation: MONAI BasicUNet, the original U-Net (Ronneberger et al. 2015)"),
+    "cnn1d": (BeatCNN, "1D CNN for signals such as ECG beats (Kiranyaz et al. 2016)"),
+    "lstm": (lstm, "bidirectional LSTM for 1D signals (Hochreiter & Schmidhuber 1997)"),
+    "gru": (gru, "bidirectional GRU for 1D signals (Cho et al. 2014)"),
+    "cnn-gru": (ConvRecurrent, "1D convolutions then a bidirectional GRU (Oh et al. 2018)"),
+    "fusion": (FusionNet, "image + tabular features (feature-level or late fusion), one head per label"),
 }
 
 

@@ -20,7 +20,15 @@ import numpy as np
 import onnxruntime
 import torch
 
-from medsight.optimize.common import VARIANTS, Log, OptimizeRun, open_run, use_all_cores, write_json
+from medsight.optimize.common import (
+    VARIANTS,
+    Log,
+    OptimizeRun,
+    open_run,
+    require_image_only,
+    use_all_cores,
+    write_json,
+)
 from medsight.optimize.export import export_model
 from medsight.optimize.predictors import FIXED_VARIANTS, Predictor, load_predictor, predict
 from medsight.optimize.variants import list_variants, quantize_variant
@@ -189,6 +197,7 @@ def bench_run(
     """Benchmark every variant of the run; writes ``bench.json`` and ``serving.json``; returns the record."""
     timing = timing or Timing()
     run = open_run(run_dir)
+    require_image_only(run, "benchmarking variants")
     run.inputs("test", purpose="benchmark the variants on the test split")
     threads = use_all_cores()
     if make_missing:

@@ -25,6 +25,7 @@ from medsight.data.prepare import prepare_images
 from medsight.data.registry import load_dataset
 from medsight.errors import DataNotFoundError, MedsightError
 from medsight.train.inference import TrainedModel, load_trained_model
+from medsight.train.inputs import model_input
 
 Log = Callable[[str], None]
 EXPORTS = "exports"
@@ -76,15 +77,27 @@ class OptimizeRun:
                 raise DataNotFoundError(f"cannot {purpose}: {err}") from err
         return self._dataset
 
-    def inputs(self, split: str, purpose: str = "check the model") -> torch.Tensor:
-        """Standardised network inputs of a split, prepared once (as in training)."""
+    def inputs(self, split: str, purpose: str = "check the model") -> torch.Tensor | dict[str, torch.Tensor]:
+        """Standardised network inputs of a split, prepared once (as in training); a fusion model's
+        are ``{"image", "tabular"}`` (``medsight/train/inputs.py``)."""
         if split not in self._inputs:
-            images = self.dataset(purpose).splits[split].images
-            self._inputs[split] = prepare_images(images, self.trained.spec)
+            data = self.dataset(purpose).splits[split]
+            tabular = self.trained.check_tabular(data.tabular, len(data))  # None: the image alone
+            self._inputs[split] = model_input(prepare_images(data.images, self.trained.spec), tabular)
         return self._inputs[split]
 
     def labels(self, split: str) -> np.ndarray:
         return np.asarray(self.dataset("evaluate the model").splits[split].labels)
+
+
+def require_image_only(run: OptimizeRun, step: str) -> None:
+    """Refuse a step not yet made for fusion models (two inputs) or several labels, before any write."""
+    if run.trained.tabular is not None or run.trained.heads:
+        kind = "reads tabular features" if run.trained.tabular is not None else "has several labels"
+        raise OptimizeError(
+            f"{run.run_dir}: this model {kind}; {step} covers image-only, one-label models for now "
+            "(`medsight export` handles fusion models)."
+        )
 
 
 def open_run(run_dir: Path) -> OptimizeRun:

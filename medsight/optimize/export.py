@@ -5,6 +5,8 @@ a free batch size, exactly what ``medsight.data.prepare.prepare_images`` makes f
 with the run's ``InputSpec``, and returns logits (N, K): softmax over axis 1 gives the class
 probabilities. ``exports/input_spec.json`` beside the file holds the spec, the class names and
 the operating threshold, so a consumer without medsight can prepare images the same way.
+A fusion model (image + tabular features) has two inputs, ``image`` and ``tabular`` (float32
+(N, F), encoded as ``input_spec.json``'s ``tabular`` block says), both with a free batch size.
 
 Every export is checked on the validation split: max |Δ probability| against the eager model
 must be ≤ 1e-4 and the AUC the same to 3 decimals (|Δ| < 0.0005). The figures are written next
@@ -48,10 +50,13 @@ AUC_TOLERANCE = 5e-4  # "the same AUC to 3 decimals", without false alarms at a 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 
 
-def example_input(run: OptimizeRun, batch: int = 2) -> torch.Tensor:
+def example_input(run: OptimizeRun, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    """The exporters' example arguments: ``(image,)``, or ``(image, tabular)`` for a fusion model."""
     # batch 2, not 1: the exporters specialise a size-1 dimension and the batch must stay free
     spec = run.trained.spec
-    return torch.zeros(batch, spec.channels, *([spec.image_size] * spec.spatial_dims))
+    image = torch.zeros(batch, spec.channels, *([spec.image_size] * spec.spatial_dims))
+    tabular = run.trained.tabular
+    return (image,) if tabular is None else (image, torch.zeros(batch, tabular.n_features))
 
 
 @contextlib.contextmanager
@@ -73,20 +78,24 @@ def quiet_exporter():
             logger.setLevel(level)
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _arguments(example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return example if isinstance(example, tuple) else (example,)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path) -> None:
     """ONNX via the torch.export-based exporter: BatchNorm folds into the convolutions, batch stays free."""
+    example = _arguments(example)
+    batch = torch.export.Dim("batch", min=1, max=65536)
     with quiet_exporter():
         torch.onnx.export(
             model.eval(),
-            (example,),
+            example,
             str(path),
-            input_names=["input"],
+            input_names=["input"] if len(example) == 1 else ["image", "tabular"],
             output_names=["logits"],
             opset_version=ONNX_OPSET,
             dynamo=True,
-            dynamic_shapes=(
-                {0: torch.export.Dim("batch", min=1, max=65536)},
-            ),  # by position: any forward signature
+            dynamic_shapes=tuple({0: batch} for _ in example),  # by position: any forward signature
             external_data=False,  # one self-contained file, so a temporary name can be renamed
             verbose=False,
         )
@@ -105,10 +114,12 @@ def strip_debug_info(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+def export_torchscript(
+    model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: Path
+) -> None:
     """Traced and frozen TorchScript (frozen: BatchNorm folded, weights inlined), loadable from C++."""
     with quiet_exporter(), torch.no_grad():
-        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example, check_trace=False))
+        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), _arguments(example), check_trace=False))
         frozen.save(str(path))
 
 
@@ -145,6 +156,14 @@ def check_against_eager(run: OptimizeRun, predictor: Predictor, fmt: str) -> dic
 
 
 def consumer_spec(run: OptimizeRun) -> dict:
+    tabular = run.trained.tabular
+    extra = {}
+    if tabular is not None:
+        extra = {
+            "tabular": tabular.model_dump(),
+            "tabular_tensor": "float32 (N, F), second input 'tabular': TabularSpec(**tabular).encode(values)",
+            "tabular_features": tabular.names,
+        }
     return {
         "input": run.trained.spec.model_dump(),
         "input_tensor": "standardised float32 (N, C, *spatial): prepare_images(images, InputSpec(**input))",
@@ -154,6 +173,7 @@ def consumer_spec(run: OptimizeRun) -> dict:
         "threshold_applies_to": "probability of classes[1] (binary runs)",
         "modality": run.trained.info.get("modality"),
         "dataset": run.dataset_name,
+        **extra,
     }
 
 
@@ -161,6 +181,11 @@ def export_model(run: OptimizeRun, fmt: str, log: Log = print) -> Path:
     """Export ``run``'s model in ``fmt``, check it, and keep it only if the check passed."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+    if run.trained.heads:
+        raise ConfigError(
+            f"{run.run_dir}: this model has several labels ({', '.join(run.trained.heads)}); export covers "
+            "one-label models for now. Train one run per label to export them."
+        )
     run.inputs("val", purpose="check the export on the validation split")  # data first: refuse early
     final = run.run_dir / EXPORTS / FORMATS[fmt]
     check_file = final.with_name(final.name + ".check.json")

@@ -1,7 +1,7 @@
 """One calling convention for every form a model takes: eager PyTorch, TorchScript, ONNX Runtime.
 
 A predictor maps a batch of *standardised* inputs (float32, (N, C, *spatial), prepared with the
-run's ``InputSpec``) to logits. Checks, evaluation, benchmarks and serving all go through here,
+run's ``InputSpec``) to logits; a fusion model's batch is ``{"image": ..., "tabular": ...}``. Checks, evaluation, benchmarks and serving all go through here,
 so every variant is fed and judged the same way.
 """
 
@@ -20,22 +20,32 @@ import torch
 from torch import nn
 
 from medsight.data.prepare import InputSpec, prepare_images
-from medsight.errors import DataNotFoundError
+from medsight.data.tabular import TabularSpec
+from medsight.errors import BadInputError, DataNotFoundError
 from medsight.optimize.common import EXPORTS, VARIANTS, cpu_threads, softmax
 from medsight.train.inference import load_trained_model, tta_axes
+from medsight.train.inputs import batch_length, image_of, model_input, take, with_image
+
+Batch = np.ndarray | dict[str, np.ndarray]
 
 
 class Predictor(Protocol):
-    def logits(self, batch: np.ndarray) -> np.ndarray: ...
+    def logits(self, batch: Batch) -> np.ndarray: ...
+
+
+def _tensors(batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
+    if isinstance(batch, dict):
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    return torch.from_numpy(np.ascontiguousarray(batch))
 
 
 class EagerPredictor:
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval()
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: Batch) -> np.ndarray:
         with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+            return self.model(_tensors(batch)).numpy()
 
 
 class TorchScriptPredictor(EagerPredictor):
@@ -43,6 +53,13 @@ class TorchScriptPredictor(EagerPredictor):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript still loads and runs
             super().__init__(torch.jit.load(str(path), map_location="cpu"))
+
+    def logits(self, batch: Batch) -> np.ndarray:
+        if not isinstance(batch, dict):
+            return super().logits(batch)
+        with torch.inference_mode():  # traced with two positional inputs (image, tabular)
+            inputs = _tensors(batch)
+            return self.model(inputs["image"], inputs["tabular"]).numpy()
 
 
 def ort_session(path: Path, threads: int | None = None):
@@ -63,26 +80,34 @@ class OnnxPredictor:
         self.session = ort_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
 
-    def logits(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: Batch) -> np.ndarray:
+        if isinstance(batch, dict):  # a fusion model's graph has inputs named "image" and "tabular"
+            feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in batch.items()}
+            return self.session.run(None, feed)[0]
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def _float32(inputs: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
+    return array.astype(np.float32, copy=False)
 
 
 def predict(
     predictor: Predictor,
-    inputs: torch.Tensor | np.ndarray,
+    inputs: torch.Tensor | np.ndarray | dict,
     batch_size: int = 256,
     tta_flips: Sequence[Sequence[int]] = (),
 ) -> np.ndarray:
     """Standardised inputs -> probabilities (N, K), float64; TTA averages over the given flips
-    (each a list of axes flipped together)."""
-    array = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
-    array = array.astype(np.float32, copy=False)
+    (each a list of axes flipped together, applied to the image only)."""
+    array = {k: _float32(v) for k, v in inputs.items()} if isinstance(inputs, dict) else _float32(inputs)
     outputs = []
-    for start in range(0, len(array), batch_size):
-        batch = array[start : start + batch_size]
+    for start in range(0, batch_length(array), batch_size):
+        batch = take(array, slice(start, start + batch_size))
         probs = softmax(predictor.logits(batch).astype(np.float64))
         for axes in tta_flips:
-            probs += softmax(predictor.logits(np.flip(batch, axis=tuple(axes))).astype(np.float64))
+            flipped = with_image(batch, np.flip(image_of(batch), axis=tuple(axes)))
+            probs += softmax(predictor.logits(flipped).astype(np.float64))
         outputs.append(probs / (1 + len(tta_flips)))
     return np.concatenate(outputs)
 
@@ -98,12 +123,24 @@ class ServableModel:
     classes: list[str]
     threshold: float | None
     modality: str
+    tabular: TabularSpec | None = None  # a fusion model's tabular input (None: the image alone)
 
-    def predict_images(self, images: np.ndarray, *, tta: bool = False, batch_size: int = 256) -> np.ndarray:
+    def predict_images(
+        self,
+        images: np.ndarray,
+        *,
+        tta: bool = False,
+        batch_size: int = 256,
+        tabular: np.ndarray | None = None,
+    ) -> np.ndarray:
         axes = tta_axes(self.modality, self.spec.spatial_dims) if tta else []
         # every combination of the allowed flips, as the eager model's TTA does
         flips = [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)]
-        return predict(self.predictor, prepare_images(images, self.spec), batch_size, flips)
+        if self.tabular is not None and tabular is None:
+            raise BadInputError(f"this model also reads tabular features ({', '.join(self.tabular.names)}).")
+        features = None if self.tabular is None else np.asarray(tabular, dtype=np.float32)
+        inputs = model_input(prepare_images(images, self.spec).numpy(), features)
+        return predict(self.predictor, inputs, batch_size, flips)
 
 
 # the variants every run can have, by name -> file inside the run folder
@@ -151,6 +188,7 @@ def load_variant(run_dir: Path, name: str) -> ServableModel:
         trained.classes,
         trained.threshold,
         trained.info.get("modality", "unknown"),
+        trained.tabular,
     )
 
 

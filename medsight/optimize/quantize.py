@@ -74,7 +74,12 @@ def _preprocess(fp32: Path, out: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     # graph optimisation (folding, fusion) and shape inference before quantization, as ORT advises
-    quant_pre_process(str(fp32), str(out), skip_symbolic_shape=False)
+    try:
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=False)
+    except TypeError:
+        # ORT's symbolic shape inference loses track of recurrent (LSTM/GRU) outputs; ONNX's own
+        # shape inference handles them and is enough for the quantizer
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
 
 
 def quantize_static_int8(fp32: Path, out: Path, calibration: np.ndarray) -> dict:
@@ -109,6 +114,17 @@ def quantize_static_int8(fp32: Path, out: Path, calibration: np.ndarray) -> dict
     }
 
 
+def _drop_weight_shapes(path: Path) -> None:
+    """Remove shape annotations of weights: the dynamic quantizer transposes Gemm weights into MatMul
+    ones and then re-infers shapes, which a stale annotation of the old shape contradicts."""
+    model = onnx.load(str(path))
+    weights = {init.name for init in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    onnx.save(model, str(path))
+
+
 def quantize_dynamic_int8(fp32: Path, out: Path) -> dict:
     """int8 weights, activations quantized per batch at run time (for Linear/recurrent layers)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -116,5 +132,6 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="medsight-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         _preprocess(fp32, prepared)
+        _drop_weight_shapes(prepared)
         quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8, per_channel=True)
     return {"method": "dynamic", "weights": "int8, per channel", "activations": "quantized per batch"}

@@ -28,6 +28,7 @@ from medsight.optimize.common import (
     OptimizeRun,
     file_mb,
     open_run,
+    require_image_only,
     staged_folder,
     write_json,
 )
@@ -267,6 +268,7 @@ def optimize_run(
     """Make the asked-for variants of a run; every input is checked before anything is written."""
     check_options(quantize_to, prune, prune_method, low_rank)
     run = open_run(run_dir)
+    require_image_only(run, "quantization, pruning and low rank")
     if quantize_to:
         run.inputs("train", purpose="calibrate int8 quantization on the run's training images")
     if prune is not None:

@@ -16,6 +16,7 @@ from medsight.data.dataset import ImageDataset
 from medsight.data.transforms import ORIENTED
 from medsight.train.config import TrainConfig
 
+SEQUENCE_MODEL = "cnn1d"  # the 1D default: the most accurate of the sequence models on MIT-BIH validation
 STEPS_TARGET = 750  # optimiser steps that small-image CNNs here need to converge (~20 epochs on MedMNIST)
 SMALL_DATA = 2000
 
@@ -59,12 +60,16 @@ def fingerprint(dataset: ImageDataset) -> Fingerprint:
 
 def default_image_size(fp: Fingerprint) -> int:
     side = min(fp.image_shape)
+    if fp.spatial_dims == 1:  # a signal keeps its length: resampling a beat would change its rate
+        return side
     if fp.spatial_dims == 3:
         return min(side, 48)
     return min(side, 128)  # upsampling 28-pixel images cost 4x the compute and did not help
 
 
 def default_intensity(fp: Fingerprint) -> str:
+    if fp.spatial_dims == 1:  # signals come normalised per record by their loader (data/ecg.py)
+        return "none"
     if np.issubdtype(np.dtype(fp.dtype), np.integer):
         return "scale"
     if fp.modality == "ct" and fp.intensity_min < -500:  # Hounsfield units
@@ -75,6 +80,13 @@ def default_intensity(fp: Fingerprint) -> str:
 def small_data(fp: Fingerprint) -> bool:
     """Fewer than 2000 training images: regularise more and average weights (see resolve)."""
     return fp.n_train < SMALL_DATA
+
+
+def default_model(config: TrainConfig, fp: Fingerprint) -> str:
+    """The configured model; for 1D signals the default 2D/3D CNN stands for the 1D default."""
+    if fp.spatial_dims == 1 and config.model == "compact-resnet":
+        return SEQUENCE_MODEL
+    return config.model
 
 
 def default_model_options(config: TrainConfig, fp: Fingerprint) -> dict:
@@ -95,6 +107,8 @@ def resolve(config: TrainConfig, fp: Fingerprint) -> TrainConfig:
     """
     small = small_data(fp)
     chosen: dict = {"model_options": default_model_options(config, fp)}
+    if fp.spatial_dims == 1:
+        chosen = {"model": default_model(config, fp), "model_options": config.model_options}
     if config.image_size is None:
         chosen["image_size"] = default_image_size(fp)
     if config.intensity is None:

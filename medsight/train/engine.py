@@ -30,6 +30,7 @@ from medsight.train.averaging import WeightAverager, recompute_batchnorm
 from medsight.train.config import TrainConfig
 from medsight.train.distributed import SINGLE, World
 from medsight.train.inference import load_checkpoint
+from medsight.train.inputs import to_device
 from medsight.train.run_folder import (
     atomic_torch_save,
     atomic_write_text,
@@ -177,7 +178,8 @@ class Trainer:
         self.model.train()
         total, count = 0.0, 0
         for images, labels in self.loader(epoch):
-            images, labels = images.to(self.device), labels.to(self.device)
+            # a batch is a tensor, or a dict of them for fusion models (image + tabular): inputs.py
+            images, labels = to_device(images, self.device), labels.to(self.device)
             loss = self.task.loss(self.net(images), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -362,7 +364,7 @@ class Trainer:
         loader = iter(self.loader(-1))
         started, done = time.perf_counter(), 0
         for images, labels in loader:
-            loss = self.task.loss(model(images.to(self.device)), labels.to(self.device))
+            loss = self.task.loss(model(to_device(images, self.device)), labels.to(self.device))
             optimizer.zero_grad()
             loss.backward()
             done += 1

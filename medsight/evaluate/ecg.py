@@ -1,0 +1,216 @@
+"""What an ECG beat classifier's report adds: PVC sensitivity and PPV, per record, and a strip.
+
+Beat classifiers are judged per beat class by sensitivity and positive predictive value (the
+AAMI EC57 convention; de Chazal et al., *IEEE TBME* 2004), and per record, since an
+inter-patient model can do well on most patients and fail one. Both are at the operating
+threshold chosen on the validation records only. The strip shows a stretch of one held-out
+record with every beat coloured by what the model called it.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless servers and CI have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from medsight.data.dataset import ImageDataset  # noqa: E402
+from medsight.data.ecg import BeatSettings, filtered_strip  # noqa: E402
+from medsight.io.ecg import open_ecg  # noqa: E402
+
+STRIP_SECONDS = 10.0
+PVC = 1  # class index of "pvc"
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def pvc_counts(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    """Beats, PVCs and the PVC class's sensitivity and PPV (None where undefined)."""
+    truth, called = labels == PVC, predicted == PVC
+    tp, fp, fn = int((truth & called).sum()), int((~truth & called).sum()), int((truth & ~called).sum())
+    return {
+        "beats": int(len(labels)),
+        "pvcs": int(truth.sum()),
+        "called_pvc": int(called.sum()),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "sensitivity": _ratio(tp, tp + fn),
+        "ppv": _ratio(tp, tp + fp),
+    }
+
+
+def ecg_split_metrics(dataset: ImageDataset, split: str, probs: np.ndarray, threshold: float) -> dict:
+    """PVC sensitivity and PPV over the split's beats, and per record."""
+    labels = dataset.splits[split].labels
+    records = dataset.splits[split].patient_ids
+    predicted = (probs[:, PVC] >= threshold).astype(np.int64)
+    per_record = [
+        {"record": str(r), **pvc_counts(labels[records == r], predicted[records == r])}
+        for r in sorted(set(records.tolist()))
+    ]
+    return {**pvc_counts(labels, predicted), "per_record": per_record}
+
+
+def ecg_metrics(dataset: ImageDataset, probs: dict[str, np.ndarray], threshold: float) -> dict:
+    """The ``"ecg"`` block of metrics.json: every evaluated split at the validation threshold."""
+    return {
+        "threshold": threshold,
+        "threshold_from": "validation records",
+        **{split: ecg_split_metrics(dataset, split, p, threshold) for split, p in probs.items()},
+    }
+
+
+def ecg_summary(block: dict, split: str) -> str:
+    m = block[split]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    return (
+        f"{split} PVC: sensitivity {fmt(m['sensitivity'])}  PPV {fmt(m['ppv'])}  "
+        f"({m['tp']} of {m['pvcs']} PVCs found, {m['fp']} false alarms in {m['beats']} beats, "
+        f"{len(m['per_record'])} records)"
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def ecg_section_html(metrics: dict) -> str:
+    """The report's per-record table (empty when the run is not an ECG run)."""
+    block = metrics.get("ecg")
+    if not isinstance(block, dict):
+        return ""
+    parts = ["<h2>PVC detection per record</h2>"]
+    for split in [s for s in ("test", "train") if s in block][:1] + ["val"]:
+        m = block.get(split)
+        if not m:
+            continue
+        rows = "".join(
+            "<tr>"
+            + "".join(
+                f'<td class="num">{_cell(r[k])}</td>' if k != "record" else f"<td>{_cell(r[k])}</td>"
+                for k in ("record", "beats", "pvcs", "called_pvc", "fp", "sensitivity", "ppv")
+            )
+            + "</tr>"
+            for r in m["per_record"] + [{"record": "all", **m}]
+        )
+        parts.append(
+            f"<h3>{html.escape(split)} records</h3><table><tr><th>Record</th><th>Beats</th><th>PVCs</th>"
+            f"<th>Called PVC</th><th>False alarms</th><th>Sensitivity</th><th>PPV</th></tr>{rows}</table>"
+        )
+    parts.append(
+        f'<p class="note">Threshold {_cell(block.get("threshold"))} on the PVC probability, chosen on the '
+        "validation records only. Records are whole patients: none of them was seen in training. "
+        "Sensitivity or PPV is n/a where a record has no PVC or no beat was called PVC.</p>"
+    )
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _busiest_stretch(samples: np.ndarray, weight: np.ndarray, width: int) -> int:
+    """Start sample of the ``width``-long stretch holding the most weight (PVCs, errors)."""
+    starts = samples - width // 4
+    totals = [weight[(samples >= s) & (samples < s + width)].sum() for s in starts]
+    return int(max(0, starts[int(np.argmax(totals))])) if len(starts) else 0
+
+
+def plot_strip(
+    dataset: ImageDataset,
+    split: str,
+    probs: np.ndarray,
+    threshold: float,
+    path: Path,
+    record: str | None = None,
+) -> Path:
+    """10 s of one record (the one with most PVCs, at its busiest), beats coloured by prediction."""
+    info = dataset.extra["ecg"]
+    settings = BeatSettings(**{**info["settings"], "baseline_s": tuple(info["settings"]["baseline_s"])})
+    split_data = dataset.splits[split]
+    records = split_data.patient_ids
+    labels, samples = split_data.labels, info["beat_samples"][split]
+    predicted = probs[:, PVC] >= threshold
+    if record is None:
+        record = max(sorted(set(records.tolist())), key=lambda r: (labels[records == r].sum(), r))
+    mine = records == record
+    header = open_ecg(info["record_paths"][record])
+    width = round(STRIP_SECONDS * header.fs)
+    wrong = predicted[mine] != (labels[mine] == PVC)
+    start = _busiest_stretch(samples[mine], labels[mine] + 2 * wrong, width)
+    stop = min(header.n_samples, start + width)
+    strip = filtered_strip(header, start, stop, settings)
+    fig, ax = plt.subplots(figsize=(13, 3.4))
+    ax.plot((start + np.arange(len(strip))) / header.fs, strip, color="0.25", linewidth=0.8)
+    shown = mine & (samples >= start) & (samples < stop)
+    for i in np.flatnonzero(shown):
+        x, y = samples[i] / header.fs, strip[samples[i] - start]
+        colour = "tab:red" if predicted[i] else "tab:blue"
+        marker = "v" if labels[i] == PVC else "o"  # the truth, by shape
+        ax.scatter([x], [y], color=colour, marker=marker, s=46, zorder=3, edgecolor="k", linewidth=0.4)
+        if predicted[i] != (labels[i] == PVC):
+            ax.annotate("error", (x, y), textcoords="offset points", xytext=(0, 10), ha="center", fontsize=7)
+    ax.scatter([], [], color="tab:red", label="called PVC")
+    ax.scatter([], [], color="tab:blue", label="called other")
+    ax.scatter([], [], color="w", edgecolor="k", marker="v", label="annotated PVC")
+    ax.scatter([], [], color="w", edgecolor="k", marker="o", label="annotated other")
+    ax.legend(loc="upper right", fontsize=7, ncol=4)
+    ax.set(xlabel="time (s)", ylabel="mV (filtered)", title=f"record {record} ({split})")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_beats(
+    images: np.ndarray, labels: np.ndarray, probs: np.ndarray, threshold: float, path: Path
+) -> Path:
+    """The ECG channel of the most confident right and wrong beats of each class, overlaid."""
+    predicted = (probs[:, PVC] >= threshold).astype(np.int64)
+    confidence = np.where(predicted == PVC, probs[:, PVC], 1 - probs[:, PVC])
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True, squeeze=False)
+    names = {0: "other", 1: "PVC"}
+    for row, right in enumerate((True, False)):
+        for col, truth in enumerate((0, 1)):
+            ax = axes[row, col]
+            pick = np.flatnonzero((labels == truth) & ((predicted == labels) == right))
+            pick = pick[np.argsort(-confidence[pick], kind="stable")][:8]
+            for i in pick:
+                ax.plot(images[i, 0], linewidth=0.8, alpha=0.8)
+            verdict = "called right" if right else "called wrong"
+            ax.set_title(f"annotated {names[truth]}, {verdict} ({len(pick)} most confident)", fontsize=9)
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("sample in the beat window")
+    return _save(fig, path)
+
+
+def ecg_plots(
+    run_dir: Path, dataset: ImageDataset, split: str, probs: np.ndarray, threshold: float
+) -> dict[str, Path]:
+    folder = Path(run_dir) / "plots"
+    split_data = dataset.splits[split]
+    return {
+        "examples": plot_beats(
+            split_data.images, split_data.labels, probs, threshold, folder / "examples.png"
+        ),
+        "ecg_strip": plot_strip(dataset, split, probs, threshold, folder / "ecg_strip.png"),
+    }
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,274 @@
+"""ECG records and beats: reading WFDB and npz, streaming, beat windows, the inter-patient split,
+bad input, the sequence models, and a tiny train + evaluate on three real MIT-BIH records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from medsight.data.ecg import BeatSettings, beat_inputs, filter_ecg, record_beats
+from medsight.data.ecg_dataset import inter_patient_split, load_ecg_beats
+from medsight.data.registry import load_dataset
+from medsight.data.transforms import augmentation
+from medsight.errors import BadInputError, ConfigError, DataNotFoundError
+from medsight.io.ecg import open_ecg, read_beats, read_signal, stream_signal
+from medsight.models import build_model
+
+QUIET = {"log": lambda _: None}
+# three records of high, middle and low PVC burden: a 1/1/1 split with PVCs in every split
+TINY_RECORDS = ("116", "119", "200")
+
+
+@pytest.fixture
+def wfdb_100(shared_data: Path) -> Path:
+    return shared_data / "ecg" / "wfdb" / "100"
+
+
+@pytest.fixture
+def npz_100(shared_data: Path) -> Path:
+    return shared_data / "ecg" / "mitdb" / "100.npz"
+
+
+def test_wfdb_and_npz_copies_of_record_100_agree(wfdb_100, npz_100):
+    wfdb, npz = open_ecg(wfdb_100), open_ecg(npz_100)
+    assert (
+        (wfdb.fs, wfdb.n_samples, wfdb.lead) == (npz.fs, npz.n_samples, npz.lead) == (360.0, 650000, "MLII")
+    )
+    assert wfdb.leads == ("MLII", "V5")
+    np.testing.assert_allclose(read_signal(wfdb), read_signal(npz), atol=1e-6)  # both in mV
+    beats_wfdb, beats_npz = read_beats(wfdb), read_beats(npz)
+    np.testing.assert_array_equal(beats_wfdb.samples, beats_npz.samples)  # '+' rhythm marks left out
+    np.testing.assert_array_equal(beats_wfdb.is_pvc, beats_npz.is_pvc)
+    assert len(beats_wfdb.samples) == 2273 and beats_wfdb.is_pvc.sum() == 1
+
+
+@pytest.mark.parametrize("kind", ["wfdb", "npz"])
+def test_streaming_gives_the_samples_of_a_full_read(kind, wfdb_100, npz_100):
+    header = open_ecg(wfdb_100 if kind == "wfdb" else npz_100)
+    whole = read_signal(header)
+    chunks = list(stream_signal(header, chunk_seconds=37, margin_seconds=1.5))
+    assert len(chunks) == 49 and max(len(c.data) for c in chunks) < len(whole) / 40  # never all at once
+    np.testing.assert_array_equal(np.concatenate([c.core() for c in chunks]), whole)
+    for chunk in chunks:  # margins too are the record's own samples
+        np.testing.assert_array_equal(
+            chunk.data, whole[chunk.data_start : chunk.data_start + len(chunk.data)]
+        )
+
+
+def test_beats_cut_from_a_stream_equal_beats_of_the_whole_record_filtered_at_once(npz_100):
+    header = open_ecg(npz_100)
+    settings = BeatSettings(chunk_seconds=45)
+    streamed = record_beats(header, settings, **QUIET)
+    filtered = filter_ecg(read_signal(header), header.fs, settings)
+    whole = np.stack([filtered[s - settings.before : s + settings.after] for s in streamed.samples])
+    np.testing.assert_allclose(streamed.windows, whole, atol=1e-5)
+    assert streamed.dropped == 2 and len(streamed) == 2271  # first and last beats lack a whole window
+
+
+def test_beat_windows_are_centred_on_the_r_peak(npz_100):
+    beats = record_beats(open_ecg(npz_100), **QUIET)
+    settings = BeatSettings()
+    peaks = np.abs(beats.windows).argmax(axis=1)
+    assert np.median(np.abs(peaks - settings.before)) <= 2  # the R peak sits at the annotated sample
+    inputs = beat_inputs(beats)
+    assert inputs.shape == (len(beats), 5, settings.length) and inputs.dtype == np.float32
+    assert np.median(np.ptp(inputs[:, 0], axis=1)) == pytest.approx(1.0)  # per-record scale
+    assert np.all(np.ptp(inputs[:, 2:], axis=2) == 0)  # RR context: constant in time
+    assert np.median(inputs[:, 2, 0]) == pytest.approx(1.0, abs=0.05)  # a normal beat's RR is the local RR
+
+
+def test_inter_patient_split_keeps_records_apart_and_spreads_the_pvc_burden():
+    burden = {
+        f"r{i}": b for i, b in enumerate([0, 0.001, 0.002, 0.003, 0.01, 0.02, 0.03, 0.04, 0.1, 0.2, 0.3, 0.4])
+    }
+    split = inter_patient_split(burden, seed=0)
+    assert split == inter_patient_split(burden, seed=0)  # seeded
+    assert sorted(sum(split.values(), [])) == sorted(burden)  # every record, once
+    assert [len(split[s]) for s in ("train", "val", "test")] == [6, 3, 3]
+    for name in ("val", "test"):  # one of the four highest-burden records each
+        assert len(set(split[name]) & {"r8", "r9", "r10", "r11"}) == 1
+    assert inter_patient_split(burden, seed=1) != split
+    with pytest.raises(BadInputError, match="at least 3"):
+        inter_patient_split({"a": 0.1, "b": 0.2})
+
+
+def test_mitdb_pvc_split_shares_no_record(shared_data):
+    folder = shared_data / "ecg" / "mitdb"
+    dataset = load_ecg_beats(folder, **QUIET)
+    records = {s: set(dataset.splits[s].patient_ids.tolist()) for s in ("train", "val", "test")}
+    assert not (
+        records["train"] & records["val"]
+        or records["train"] & records["test"]
+        or records["val"] & records["test"]
+    )
+    assert set().union(*records.values()) == {p.stem for p in folder.glob("*.npz")}
+    assert records == {s: set(r) for s, r in dataset.extra["ecg"]["records"].items()}
+    assert (dataset.spatial_dims, dataset.modality, dataset.classes) == (1, "ecg", ["other", "pvc"])
+    assert all(split.labels.sum() > 0 for split in dataset.splits.values())
+    assert "test " + ", ".join(sorted(records["test"])) in dataset.source  # `data info` says where each went
+
+
+def _copy_record(source: Path, folder: Path, parts=(".hea", ".dat", ".atr")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in parts:
+        shutil.copy(source.with_suffix(suffix), folder / f"100{suffix}")
+    return folder / "100"
+
+
+def test_a_record_without_its_annotation_file_is_refused_with_what_to_do(wfdb_100, tmp_path):
+    record = _copy_record(wfdb_100, tmp_path, parts=(".hea", ".dat"))
+    with pytest.raises(DataNotFoundError, match=r"no annotation file 100\.atr.*Put 100\.atr beside"):
+        record_beats(open_ecg(record), **QUIET)
+
+
+def test_a_record_at_another_rate_is_resampled_with_a_note_or_refused(wfdb_100, tmp_path):
+    import wfdb
+
+    source = open_ecg(wfdb_100)
+    seconds = 60
+    signal_360 = read_signal(source)[: seconds * 360]
+    signal_250 = read_signal(open_ecg(wfdb_100), fs=250, **QUIET)[: seconds * 250]
+    beats = read_beats(source)
+    keep = beats.samples < (seconds - 1) * 360
+    wfdb.wrsamp(
+        "r250",
+        fs=250,
+        units=["mV"],
+        sig_name=["MLII"],
+        p_signal=signal_250[:, None].astype(np.float64),
+        fmt=["16"],
+        adc_gain=[200.0],
+        baseline=[0],
+        write_dir=str(tmp_path),
+    )
+    positions = np.round(beats.samples[keep] * 250 / 360).astype(np.int64)
+    wfdb.wrann("r250", "atr", positions, symbol=["N"] * len(positions), write_dir=str(tmp_path))
+    header = open_ecg(tmp_path / "r250")
+    assert header.fs == 250
+
+    with pytest.raises(BadInputError, match="sampled at 250 Hz, but 360 Hz is expected"):
+        record_beats(header, resample=False, **QUIET)
+    notes: list[str] = []
+    resampled = record_beats(header, log=notes.append)
+    assert any("resampled to 360 Hz" in n for n in notes)  # said, not silent
+    assert resampled.windows.shape[1] == BeatSettings().length
+    assert abs(len(resampled) - keep.sum()) <= 2
+    original = filter_ecg(signal_360, 360.0)
+    centre = BeatSettings().before
+    for window, sample in zip(resampled.windows[5:10], resampled.samples[5:10], strict=True):
+        # the same beat, whether recorded at 360 Hz or recorded at 250 and resampled
+        np.testing.assert_allclose(
+            window[centre - 20 : centre + 20], original[sample - 20 : sample + 20], atol=0.05
+        )
+
+
+def test_bad_leads_files_and_missing_data_set(wfdb_100, tmp_path, monkeypatch):
+    with pytest.raises(BadInputError, match="no lead 'V1'.*MLII, V5"):
+        open_ecg(wfdb_100, lead="V1")
+    with pytest.raises(DataNotFoundError, match="no ECG record there"):
+        open_ecg(tmp_path / "nothing")
+    np.savez(tmp_path / "bad.npz", ecg_mlii_adc=np.zeros(10, np.int16))
+    with pytest.raises(BadInputError, match="missing arrays adc_gain_per_mV, fs_hz"):
+        open_ecg(tmp_path / "bad.npz")
+    monkeypatch.setenv("MEDSIGHT_DATA", str(tmp_path))
+    with pytest.raises(DataNotFoundError, match="no ECG records in .*ecg/mitdb.*set MEDSIGHT_DATA"):
+        load_dataset("mitdb-pvc")
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "lstm", "gru", "cnn-gru"])
+def test_sequence_models_classify_1d_signals(name):
+    model = build_model(name, 1, 5, 2)
+    assert model(torch.randn(3, 5, 252)).shape == (3, 2)
+    with pytest.raises(ConfigError, match="1D signals"):
+        build_model(name, 2, 1, 2)
+
+
+def test_signal_augmentation_is_seeded_and_leaves_the_rr_context_alone():
+    augment = augmentation("ecg", 1, "strong")
+    x = torch.randn(5, 252)
+    x[2:] = torch.tensor([0.7, 1.3, 1.0]).view(3, 1)
+    outputs = []
+    for _ in range(2):
+        augment.set_random_state(seed=3)
+        outputs.append(torch.stack([augment(x) for _ in range(20)]))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    assert torch.equal(outputs[0][:, 2:], x[2:].expand(20, 3, 252))
+    assert not torch.equal(outputs[0][:, :2], x[:2].expand(20, 2, 252))
+
+
+@pytest.fixture
+def tiny_ecg_data(shared_data, tmp_path) -> Path:
+    """A data folder holding three MIT-BIH records: mitdb-pvc splits them 1/1/1."""
+    folder = tmp_path / "data" / "ecg" / "mitdb"
+    folder.mkdir(parents=True)
+    for record in TINY_RECORDS:
+        (folder / f"{record}.npz").symlink_to(shared_data / "ecg" / "mitdb" / f"{record}.npz")
+    return tmp_path / "data"
+
+
+def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("MEDSIGHT_DATA", str(tiny_ecg_data))
+    info = load_dataset("mitdb-pvc").info()  # what `medsight data info mitdb-pvc` prints
+    assert "inter-patient split" in info["source"] and info["spatial_dims"] == 1
+    assert all(split["size"] > 1000 for split in info["splits"].values())
+
+    config = tmp_path / "ecg.yaml"
+    config.write_text(yaml.safe_dump({"bootstrap": 100, "model_options": {"widths": [8, 16], "kernel": 5}}))
+    run = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "--dataset",
+        "mitdb-pvc",
+        "--out",
+        run,
+        "--epochs",
+        "2",
+        "--config",
+        config,
+        MEDSIGHT_DATA=str(tiny_ecg_data),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PVC: sensitivity" in result.stdout
+
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["config"]
+    assert recorded["model"] == "cnn1d" and recorded["intensity"] == "none" and recorded["tta"] is False
+    metrics = json.loads((run / "metrics.json").read_text())
+    ecg = metrics["ecg"]
+    assert ecg["threshold"] == metrics["threshold"]
+    test_records = [row["record"] for row in ecg["test"]["per_record"]]
+    val_records = [row["record"] for row in ecg["val"]["per_record"]]
+    assert len(test_records) == len(val_records) == 1 and set(test_records) != set(val_records)
+    assert ecg["test"]["pvcs"] == sum(row["pvcs"] for row in ecg["test"]["per_record"]) > 0
+    report = (run / "report.html").read_text()
+    assert "PVC detection per record" in report and f"<td>{test_records[0]}</td>" in report
+    for plot in ("ecg_strip", "examples", "explanations"):
+        assert (run / "plots" / f"{plot}.png").stat().st_size > 5000, plot
+    assert metrics["faithfulness"]["method"] == "occlusion over time"
+
+
+@pytest.mark.slow
+def test_recurrent_model_exports_to_onnx_and_quantizes_dynamically(tmp_path):
+    import onnxruntime as ort
+
+    from medsight.optimize.export import export_onnx
+    from medsight.optimize.quantize import choose_method, quantize_dynamic_int8
+
+    torch.manual_seed(0)
+    model = build_model("lstm", 1, 5, 2, hidden=16).eval()
+    export_onnx(model, torch.zeros(2, 5, 252), tmp_path / "lstm.onnx")
+    x = torch.randn(5, 5, 252)  # another batch size than the example: the batch stays free
+    session = ort.InferenceSession(str(tmp_path / "lstm.onnx"))
+    expected = model(x).detach().numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-5)
+
+    assert choose_method(model) == "dynamic"  # recurrent weights dominate: per-batch activation ranges
+    quantize_dynamic_int8(tmp_path / "lstm.onnx", tmp_path / "lstm.int8.onnx")
+    quantized = ort.InferenceSession(str(tmp_path / "lstm.int8.onnx"))
+    np.testing.assert_allclose(quantized.run(None, {"input": x.numpy()})[0], expected, atol=0.05)
