@@ -28,12 +28,18 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="worker processes (each opens the store itself)")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    torch_threads: Annotated[
+        int, typer.Option(help="threads one request's model passes use (concurrent requests share the cores)")
+    ] = 1,  # medsight.serve.threads says why
 ) -> None:
     """Serve the API and DICOMweb (/dicomweb) on HOST:PORT until interrupted."""
     import uvicorn
 
-    if workers < 1 or not 0 < port < 65536:
-        raise BadInputError("--workers must be at least 1 and --port between 1 and 65535.")
+    from medsight.serve.threads import use_threads
+
+    if workers < 1 or torch_threads < 1 or not 0 < port < 65536:
+        raise BadInputError("--workers and --torch-threads must be at least 1, --port between 1 and 65535.")
+    use_threads(torch_threads)
     if not _is_loopback(host):
         # Tokens and images would cross the network in clear text: say so rather than hide it.
         err_console.print(

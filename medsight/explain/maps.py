@@ -13,12 +13,14 @@ import copy
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.visualize import GradCAM, OcclusionSensitivity
+from monai.visualize.class_activation_maps import ModelWithHooks
 from torch import nn
 
 from medsight.data.prepare import prepare_images
@@ -26,6 +28,12 @@ from medsight.errors import BadInputError, ConfigError
 from medsight.train.inference import TrainedModel
 
 METHODS = ("gradcam", "occlusion")
+# Grad-CAM needs the gradient at the target layer's output, which is where autograd starts recording
+# (``_track_from_here``); PyTorch warns that the hook then sees no input gradients, which is the point.
+warnings.filterwarnings(
+    "ignore",
+    message="Full backward hook is firing when gradients are computed with respect to module outputs",
+)
 
 
 @dataclass
@@ -38,6 +46,9 @@ class Explanation:
 
 def target_layer_for(model: nn.Module) -> str:
     """Grad-CAM's layer: the last convolutional stage, where features are still spatial."""
+    branch = getattr(model, "image_branch", None)  # fusion models: the layer is in the image branch
+    if branch:
+        return f"{branch}.{target_layer_for(model.get_submodule(branch))}"
     names = dict(model.named_modules())
     for name in ("features", "layer4", "class_layers.relu"):  # ours, MONAI ResNet, MONAI DenseNet
         if name in names:
@@ -69,10 +80,38 @@ def _shared_weight_clone(model: nn.Module) -> nn.Module:
     return clone.eval()
 
 
+class HookedModel(ModelWithHooks):
+    """MONAI's hooked model, which may choose the class to explain from the logits of the very forward
+    pass it explains (``pick``): a prediction and its Grad-CAM then cost one forward and one backward
+    pass instead of a forward for the prediction and another for the map."""
+
+    pick: Callable[[torch.Tensor], int] | None = None
+
+    def __init__(self, model: nn.Module, layer: str) -> None:
+        super().__init__(model, layer, register_forward=True, register_backward=True)
+        dict(model.named_modules())[layer].register_forward_hook(_track_from_here)
+        # MONAI calls eval() and zero_grad() on every pass: each walks every module, for nothing on a
+        # clone that is always in eval mode and whose weights take no gradient (_shared_weight_clone)
+        model.eval = lambda: model  # type: ignore[method-assign]
+        model.zero_grad = lambda set_to_none=True: None  # type: ignore[method-assign]
+
+    def class_score(self, logits: torch.Tensor, class_idx: int) -> torch.Tensor:
+        if self.pick is not None:
+            class_idx = self.class_idx = self.pick(logits.detach())
+        return super().class_score(logits, class_idx)
+
+
+def _track_from_here(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+    """Autograd starts recording at the target layer's output: the weights are frozen and the input
+    needs no gradient, so the layers before it run as in inference and the backward pass only crosses
+    the layers after it (the head), which is all Grad-CAM needs."""
+    return output if output.requires_grad else output.requires_grad_(True)
+
+
 _PER_THREAD = threading.local()
 
 
-def _gradcam_for(model: nn.Module) -> GradCAM:
+def gradcam_for(model: nn.Module) -> GradCAM:
     """One hooked clone per model and thread: a served model pays the copy once, and two requests
     in two threads never read each other's activations."""
     cams = getattr(_PER_THREAD, "cams", None)
@@ -80,22 +119,23 @@ def _gradcam_for(model: nn.Module) -> GradCAM:
         cams = _PER_THREAD.cams = weakref.WeakKeyDictionary()
     if model not in cams:
         clone = _shared_weight_clone(model)
+        layer = target_layer_for(clone)
+        hooked = HookedModel(clone, layer)
         # identity post-processing: MONAI's default normaliser flips the map (max -> 0)
-        cams[model] = GradCAM(clone, target_layers=target_layer_for(clone), postprocessing=lambda x: x)
+        cams[model] = GradCAM(hooked, target_layers=layer, postprocessing=lambda x: x)
     return cams[model]
 
 
 def gradcam_maps(model: nn.Module, inputs: torch.Tensor, targets: np.ndarray) -> np.ndarray:
     """Grad-CAM per image at the input's size, (N, *spatial), each scaled so its peak is 1."""
-    cam = _gradcam_for(model)
+    cam = gradcam_for(model)
     maps = torch.zeros((len(inputs), *inputs.shape[2:]))
     with torch.enable_grad():  # callers (serving) may run under no_grad
         for target in np.unique(targets):
             # one class per call: MONAI sums the class score over the batch
             index = torch.as_tensor(np.flatnonzero(targets == target))
-            batch = inputs[index].clone().requires_grad_(True)  # a graph even with frozen weights
-            maps[index] = cam(batch, class_idx=int(target)).detach()[:, 0]
-    return _unit_peak(maps.numpy())
+            maps[index] = cam(inputs[index], class_idx=int(target)).detach()[:, 0]
+    return unit_peak(maps.numpy())
 
 
 def occlusion_maps(model: nn.Module, inputs: torch.Tensor, targets: np.ndarray) -> np.ndarray:
@@ -118,10 +158,10 @@ def occlusion_maps(model: nn.Module, inputs: torch.Tensor, targets: np.ndarray) 
             occluded, _ = occlusion(inputs[i : i + 1])
             drop = probs[i, int(target)] - occluded[0, int(target)]
             maps[i] = drop.clamp_min(0).numpy()
-    return _unit_peak(maps)
+    return unit_peak(maps)
 
 
-def _unit_peak(maps: np.ndarray) -> np.ndarray:
+def unit_peak(maps: np.ndarray) -> np.ndarray:
     """Scale each map to peak 1; an all-zero map (no evidence) stays zero rather than dividing by 0."""
     maps = np.nan_to_num(np.maximum(maps, 0.0)).astype(np.float32)
     peak = maps.reshape(len(maps), -1).max(axis=1).reshape((-1,) + (1,) * (maps.ndim - 1))
@@ -143,7 +183,7 @@ def resize_maps(maps: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
         return maps
     mode = "bilinear" if len(spatial) == 2 else "trilinear"
     resized = F.interpolate(torch.from_numpy(maps)[:, None], size=spatial, mode=mode, align_corners=False)
-    return _unit_peak(resized[:, 0].numpy())
+    return unit_peak(resized[:, 0].numpy())
 
 
 def explain_images(
@@ -153,7 +193,7 @@ def explain_images(
     target_classes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stored images (N, C, *spatial) -> (maps at the stored size, target classes, probabilities)."""
-    _check_images(trained, images)
+    check_images(trained, images)
     inputs = prepare_images(images, trained.spec)
     probs = trained.predict_images(images)
     targets = predicted_classes(probs, trained.threshold) if target_classes is None else target_classes
@@ -174,7 +214,7 @@ def explain(
     return Explanation(maps[0], int(chosen[0]), method, probs[0])
 
 
-def _check_images(trained: TrainedModel, images: np.ndarray) -> None:
+def check_images(trained: TrainedModel, images: np.ndarray) -> None:
     expected = trained.spec.spatial_dims + 2
     if images.ndim != expected:
         raise BadInputError(

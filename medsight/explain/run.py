@@ -91,6 +91,12 @@ def explanation_figures(
     predicted = predicted_classes(probs, trained.threshold)
     confidence = probs[np.arange(len(probs)), predicted]
     cases = _figure_cases(labels, predicted, confidence)
+    if trained.spec.spatial_dims == 1:  # signals: saliency over time, not Grad-CAM (timeline.py)
+        from medsight.explain.timeline import time_explanation_figures
+
+        return time_explanation_figures(
+            run_dir, trained, dataset, split, probs, cases, n, seed, time_budget_s
+        )
     maps = {  # a group may be empty (no wrong case on an easy split)
         name: explain_images(trained, images[idx], method, predicted[idx])[0] if len(idx) else []
         for name, idx in cases.items()
@@ -159,6 +165,12 @@ def explain_run(
     config = yaml.safe_load((run_dir / "config.yaml").read_text())["config"]
     dataset = load_dataset(config["dataset"])
     trained = load_trained_model(run_dir)
+    if trained.tabular is not None or trained.heads:  # perturbations here change the image alone
+        raise ConfigError(
+            f"{run_dir}: the explanation figure and faithfulness scores cover image-only, one-label models; "
+            "this run also reads tabular features or has several labels. Single predictions are still "
+            "explained (Grad-CAM of the image branch, with the patient's tabular values held fixed)."
+        )
     plots, faithfulness = explanation_figures(
         run_dir,
         trained,

@@ -3,9 +3,9 @@
 The format comes from the content (``medsight.io.sniff_format``), never from the name the client
 gave. The pixel count is read from the header (PNG/JPEG size, DICOM rows x columns x frames, NIfTI
 dimensions) and refused above the limit, so a small file that would unpack into gigabytes (a
-100-megapixel PNG of zeros is a few hundred kB) never gets that far. Decoding itself is
-``medsight.io.read_image``, the reader training used, on a temporary file whose name is ours: the
-client's file name is only ever used, cleaned, in messages.
+100-megapixel PNG of zeros is a few hundred kB) never gets that far. Decoding itself is done by the
+readers training used (``medsight.io.read_image``): PNG and JPEG from memory, DICOM and NIfTI from a
+temporary file whose name is ours. The client's file name is only ever used, cleaned, in messages.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from medsight.errors import BadInputError
 from medsight.io.images import MedicalImage, read_image, sniff_format
+from medsight.io.images import _read_pillow as read_picture  # read_image's own reader for PNG/JPEG
 from medsight.predict.errors import (
     EmptyUploadError,
     PredictInputError,
@@ -124,6 +125,13 @@ def check_size(data: bytes, limits: Limits, name: str) -> None:
 
 
 def _read(data: bytes, fmt: str, name: str) -> MedicalImage:
+    if fmt in ("png", "jpeg"):  # Pillow reads from memory: a temporary file would only cost time
+        try:
+            return read_picture(io.BytesIO(data))
+        except Exception as err:  # Pillow's own error types
+            raise PredictInputError(
+                f"{name}: cannot decode this {fmt.upper()} file ({type(err).__name__})."
+            ) from None
     # The suffix is ours: read_image recognises preamble-less DICOM by it, and nibabel needs one.
     suffix = {"dicom": ".dcm", "nifti": ".nii.gz" if data[:2] == b"\x1f\x8b" else ".nii"}.get(fmt, "")
     with tempfile.NamedTemporaryFile(prefix="medsight-predict-", suffix=suffix) as handle:

@@ -1,53 +1,32 @@
 """One prediction: bytes in, label + probabilities + heatmap out. The API and ``medsight predict`` both call
 ``Predictor.predict_file``, so a file gets the same answer whichever door it came through.
 
-A model is loaded once per (name, version) and kept: the fastest checked variant ``medsight bench``
-recorded in ``serving.json`` answers (else the eager model), with the test-time flips its evaluation
-used, so the probability is the one the validation threshold was chosen on. Explanations need
-gradients, so they always come from the eager model, for the class the prediction names.
+A model (a run or an ensemble, ``loaded``) is loaded once per (name, version) and kept; ``infer`` gives
+its probabilities and the map of the class they call, in one pass when it can.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 
-from medsight.data.prepare import InputSpec
 from medsight.errors import ConfigError
+from medsight.io.volume import Volume
 from medsight.predict.conform import conform, display_copy
 from medsight.predict.decode import Decoded, Limits, decode_upload, safe_name
-from medsight.train.inference import TrainedModel, load_trained_model
+from medsight.predict.infer import infer
+from medsight.predict.loaded import LoadedModel, load_model
+from medsight.predict.series import volume_input
+from medsight.predict.tabular import with_patient_values
 
 EXPLAIN_METHODS = ("gradcam", "occlusion")
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    version: str
-    run_dir: Path
-    trained: TrainedModel  # eager: explanations need gradients
-    serving: Any  # has predict_images(images, tta=...): a ServableModel variant or ``trained`` itself
-    tta: bool
-
-    @property
-    def spec(self) -> InputSpec:
-        return self.trained.spec
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.trained.classes)
-
-    @property
-    def threshold(self) -> float | None:
-        return self.trained.threshold
 
 
 @dataclass
@@ -64,34 +43,7 @@ class Prediction:
     overlay_png: bytes = field(repr=False)
     explain_method: str = "gradcam"
     source: Decoded | None = field(default=None, repr=False)
-
-
-def _tta(run_dir: Path) -> bool:
-    """Whether the run's evaluation averaged test-time flips (its threshold was chosen on those)."""
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except FileNotFoundError:
-        return False
-    return bool((config.get("config") or {}).get("tta"))
-
-
-def load_model(run_dir: Path, name: str, version: str) -> LoadedModel:
-    """The run's model for serving: its ``serving.json`` variant when there is one, else eager."""
-    run_dir = Path(run_dir)
-    trained = load_trained_model(run_dir)
-    serving: Any = trained
-    if (run_dir / "serving.json").is_file():
-        from medsight.optimize.predictors import load_serving_model
-
-        serving = load_serving_model(run_dir)
-    return LoadedModel(name, version, run_dir, trained, serving, _tta(run_dir))
-
-
-def predicted_class(probabilities: np.ndarray, threshold: float | None) -> int:
-    """Binary models call the positive class at the validation threshold; others take the argmax."""
-    if len(probabilities) == 2 and threshold is not None:
-        return int(probabilities[1] >= threshold)
-    return int(np.argmax(probabilities))
+    notes: list[str] = field(default_factory=list)  # e.g. a fusion model's imputed tabular values
 
 
 def _ms(start: float) -> float:
@@ -121,37 +73,65 @@ class Predictor:
             return loaded
 
     def predict_file(
-        self, data: bytes, filename_hint: str | None, model: LoadedModel, explain: str = "gradcam"
+        self,
+        data: bytes,
+        filename_hint: str | None,
+        model: LoadedModel,
+        explain: str = "gradcam",
+        tabular: Mapping[str, object] | None = None,
     ) -> Prediction:
-        """Decode (content-sniffed, within limits), conform to the model, predict and explain."""
-        from medsight.explain import explain as explain_image
-        from medsight.explain import map_png, overlay_png
+        """Decode (content-sniffed, within limits), conform to the model, predict and explain.
 
-        if explain not in EXPLAIN_METHODS:
-            raise ConfigError(f"unknown explanation {explain!r}; choose {' or '.join(EXPLAIN_METHODS)}.")
+        ``tabular``: a fusion model's patient values beside the image (``predict/tabular.py``).
+        """
+        _check_method(explain)
+        model, notes = with_patient_values(model, tabular)  # an image-only model: itself, no notes
         start = time.perf_counter()
         decoded = decode_upload(data, self.limits, filename_hint)
         image = conform(decoded.image, model.spec, safe_name(filename_hint))
-        preprocess = _ms(start)
+        prediction = self.predict_conformed(image, model, explain, _ms(start), decoded)
+        prediction.notes = notes
+        return prediction
+
+    def predict_volume(self, volume: Volume, model: LoadedModel, explain: str = "gradcam") -> Prediction:
+        """A whole volume (e.g. a stored DICOM series) brought to a 3D model's input size, predicted, explained."""
+        _check_method(explain)
         start = time.perf_counter()
-        probabilities = model.serving.predict_images(image[None], tta=model.tta)[0]
-        index = predicted_class(probabilities, model.threshold)
-        inference = _ms(start)
-        start = time.perf_counter()
+        image = volume_input(volume, model.spec, "the series")
+        source = Decoded(volume.to_image(), "dicom-series", hashlib.sha256(image.tobytes()).hexdigest())
+        return self.predict_conformed(image, model, explain, _ms(start), source)
+
+    def predict_conformed(
+        self, image: np.ndarray, model: LoadedModel, explain: str, preprocess_ms: float, source: Decoded
+    ) -> Prediction:
+        """Predict and explain one image already in the model's dimensions, channels and value type."""
+        from medsight.explain import map_png, overlay_png
+
         shown = display_copy(image)
-        explanation = explain_image(model.trained, shown, explain, target_class=index)
-        overlay, heatmap_png = overlay_png(shown, explanation.map), map_png(explanation.map)
+        inferred = infer(model, image, explain, shown.shape[1:])
+        start = time.perf_counter()
+        overlay, heatmap_png = overlay_png(shown, inferred.map), map_png(inferred.map)
+        index = inferred.class_index
         return Prediction(
             label=model.classes[index],
             class_index=index,
             classes=model.classes,
-            probabilities=[float(p) for p in probabilities],
+            probabilities=[float(p) for p in inferred.probabilities],
             threshold=model.threshold,
             model={"name": model.name, "version": model.version},
-            timing_ms={"preprocess": preprocess, "inference": inference, "explain": _ms(start)},
-            heatmap=explanation.map,
+            timing_ms={
+                "preprocess": preprocess_ms,
+                "inference": inferred.inference_ms,
+                "explain": round(inferred.explain_ms + _ms(start), 2),
+            },
+            heatmap=inferred.map,
             heatmap_png=heatmap_png,
             overlay_png=overlay,
             explain_method=explain,
-            source=decoded,
+            source=source,
         )
+
+
+def _check_method(explain: str) -> None:
+    if explain not in EXPLAIN_METHODS:
+        raise ConfigError(f"unknown explanation {explain!r}; choose {' or '.join(EXPLAIN_METHODS)}.")

@@ -2,7 +2,9 @@
 
 The card is built once, from what the run folder recorded (``config.yaml``, ``metrics.json``,
 ``run.json``, ``serving.json``) plus what only a person can say (intended use, limitations), and
-stored with the registry row. Later edits of the folder do not change what was registered.
+stored with the registry row. Later edits of the folder do not change what was registered. An
+ensemble's folder (``medsight ensemble``) registers the same way; its data set and input facts come
+from its first member, and its members' folders must stay where they are (they are served from).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import yaml
 
 from medsight.errors import BadInputError, DataNotFoundError
+from medsight.predict.loaded import ENSEMBLE_FILE, heatmap_source
 from medsight.store import Store, User
 from medsight.store.model_cards import CardedModel, list_carded, register_with_card
 from medsight.train.run_folder import read_status
@@ -69,25 +72,62 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"{run_dir}: the run is not complete (status: {status}); only a trained and evaluated run can be "
             "registered. Finish it with `medsight train --resume`."
         )
-    missing = [f for f in ("config.yaml", "checkpoint.pt", "metrics.json") if not (run_dir / f).is_file()]
+    model_file = ENSEMBLE_FILE if (run_dir / ENSEMBLE_FILE).is_file() else "checkpoint.pt"
+    missing = [f for f in ("config.yaml", model_file, "metrics.json") if not (run_dir / f).is_file()]
     if missing:
         raise BadInputError(f"{run_dir}: the run has no {', '.join(missing)}; train and evaluate it again.")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    return config, json.loads((run_dir / "metrics.json").read_text())
+    return _run_config(run_dir), json.loads((run_dir / "metrics.json").read_text())
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+
+
+def _ensemble_config(run_dir: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict]:
+    """An ensemble's card facts: data and input from its first member's run, members from its own record.
+
+    Refused when a member's folder or checkpoint is gone: the ensemble could not be served."""
+    members = [Path(m) for m in settings.get("members") or []]
+    gone = [str(m) for m in members if not (m / "checkpoint.pt").is_file()]
+    if not members or gone:
+        raise BadInputError(
+            f"{run_dir}: the ensemble's member runs {', '.join(gone) or '(none recorded)'} are missing; "
+            "an ensemble is served from its members' folders, so keep them where they were."
+        )
+    configs = [_run_config(m) for m in members]
+    architecture = {
+        "model": f"ensemble of {len(members)}",
+        "combine": settings.get("combine"),
+        "tta": settings.get("tta"),
+        "members": [
+            {"run": str(m), "weight": w, "model": (c.get("config") or {}).get("model")}
+            for m, w, c in zip(members, settings.get("weights") or [], configs, strict=True)
+        ],
+    }
+    return configs[0].get("config") or {}, configs[0].get("fingerprint") or {}, architecture
+
+
+def _serving_variant(run_dir: Path, architecture: dict[str, Any]) -> str:
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        return f"{architecture['model']} (each member eager)"
+    serving = run_dir / "serving.json"
+    return json.loads(serving.read_text()).get("variant", "eager") if serving.is_file() else "eager"
 
 
 def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] | None) -> dict[str, Any]:
     config, metrics = _read_run(run_dir)
     settings, fingerprint = config.get("config") or {}, config.get("fingerprint") or {}
+    architecture = {"model": settings.get("model"), "options": settings.get("model_options")}
+    if settings.get("kind") == "ensemble":
+        settings, fingerprint, architecture = _ensemble_config(run_dir, settings)
     dataset = dataset_facts(str(metrics.get("dataset") or settings.get("dataset")))
     dataset.update({"n_train": fingerprint.get("n_train"), "modality": fingerprint.get("modality")})
     splits = {s: _split_metrics(metrics[s]) for s in ("val", "test") if isinstance(metrics.get(s), dict)}
-    serving = run_dir / "serving.json"
     classes = (metrics.get("test") or metrics.get("val") or {}).get("classes")
     return {
         "dataset": dataset,
         "classes": classes,
-        "architecture": {"model": settings.get("model"), "options": settings.get("model_options")},
+        "architecture": architecture,
         "input": {"image_size": settings.get("image_size"), "channels": fingerprint.get("channels")},
         "metrics": splits,
         "threshold": {"value": metrics.get("threshold"), "how_chosen": metrics.get("threshold_rule")},
@@ -96,8 +136,9 @@ def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] |
         "limitations": limitations or default_limitations(dataset, settings, metrics),
         "training": metrics.get("training"),
         "privacy": metrics.get("privacy"),
-        "serving_variant": json.loads(serving.read_text()).get("variant") if serving.is_file() else "eager",
-        "config": settings,
+        "serving_variant": _serving_variant(run_dir, architecture),
+        "explanation": {"method": "Grad-CAM (occlusion on request)", "heatmap": heatmap_source(run_dir)},
+        "config": config.get("config") or {},
         "versions": config.get("versions"),
     }
 

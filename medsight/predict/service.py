@@ -10,6 +10,7 @@ one audit event saying so and nothing else.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 
 import pydicom
@@ -19,8 +20,9 @@ from medsight.errors import MedsightError
 from medsight.predict.dicom_results import result_objects, to_bytes
 from medsight.predict.errors import PredictInputError
 from medsight.predict.predictor import LoadedModel, Prediction, Predictor
+from medsight.predict.series import read_stored_series
 from medsight.store import InstanceMeta, Store, User, audit
-from medsight.store.model_cards import resolve_model
+from medsight.store.model_cards import resolve_record
 from medsight.store.results import NewResult, ResultRecord, add_result
 
 
@@ -31,7 +33,8 @@ class ServedPrediction:
 
 
 class PredictionService:
-    """``predict_upload`` and ``predict_instance`` for the API, over one store and one model cache."""
+    """``predict_upload``, ``predict_instance`` and ``predict_series`` for the API, over one store and one
+    model cache."""
 
     def __init__(self, store: Store, predictor: Predictor | None = None, deid_profile: str = "basic") -> None:
         self.store = store
@@ -40,8 +43,8 @@ class PredictionService:
 
     def model(self, spec: str | None) -> LoadedModel:
         """``spec`` = NAME, NAME:VERSION, or None for the default model (NotFoundError when unknown)."""
-        found = resolve_model(self.store, spec)
-        return self.predictor.model(found.model.name, found.model.version, found.model.run_path)
+        found = resolve_record(self.store, spec)
+        return self.predictor.model(found.name, found.version, found.run_path)
 
     def predict_upload(
         self,
@@ -68,6 +71,23 @@ class PredictionService:
         data = self.store.get_instance_bytes(sop_uid, user=user, client=client)
         prediction = self._predict(data, f"instance {sop_uid}", loaded, explain, user, client)
         return self._keep(prediction, user, client, source=pydicom.dcmread(io.BytesIO(data)))
+
+    def predict_series(
+        self, series_uid: str, model: str | None, explain: str, user: User, client: str | None = None
+    ) -> ServedPrediction:
+        """Predict with a 3D model on a whole stored series (one volume); the result goes into its study."""
+        loaded = self.model(model)
+        start = time.perf_counter()
+        try:
+            stored = read_stored_series(self.store, series_uid, loaded, self.predictor.limits, user, client)
+            read_ms = (time.perf_counter() - start) * 1000
+            prediction = self.predictor.predict_volume(stored.volume, loaded, explain)
+        except MedsightError as err:
+            detail = {"model": f"{loaded.name}:{loaded.version}", "refused": type(err).__name__}
+            audit.record(self.store, "predict", "series", None, user, client, outcome="failed", detail=detail)
+            raise
+        prediction.timing_ms["preprocess"] = round(prediction.timing_ms["preprocess"] + read_ms, 2)
+        return self._keep(prediction, user, client, source=stored.source)
 
     def _predict(
         self, data: bytes, name: str | None, model: LoadedModel, explain: str, user: User, client: str | None

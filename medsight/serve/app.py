@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from medsight import __version__
 from medsight.serve.deps import Authenticator, api_routes, route_access
 from medsight.serve.errors import install_error_handlers
+from medsight.serve.openapi import install_openapi
 from medsight.serve.routers import (
     admin,
     auth,
@@ -83,4 +84,5 @@ def create_app(store: Store | None = None, settings: ServeSettings | None = None
         app.include_router(router)
     check_route_access(app)
     install_web_ui(app)  # after the check: the page and its files hold no data
+    install_openapi(app)
     return app

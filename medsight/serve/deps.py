@@ -36,11 +36,13 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_store(request: Request) -> Store:
+# The dependencies that only read the request are coroutines: FastAPI runs a plain function
+# dependency on a worker thread, and the hop costs more than the work on every request.
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.settings
 
 
@@ -49,9 +51,13 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+async def _client_dependency(request: Request) -> str | None:
+    return client_address(request)
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
-ClientDep = Annotated[str | None, Depends(client_address)]
+ClientDep = Annotated[str | None, Depends(_client_dependency)]
 
 
 def current_user(

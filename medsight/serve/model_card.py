@@ -73,7 +73,7 @@ def render_card(card: ModelCardOut) -> str:
 <h1>Model card: {_e(v.name)} <small>version {_e(v.version)}</small></h1>
 <p class="note"><strong>Intended use.</strong> {_e(v.intended_use)}</p>
 <p>Classes: {_e(", ".join(v.classes or []))}. Architecture: {_e(v.architecture.get("model"))}.
-Served as: {_e(v.serving_variant)}.</p>
+Served as: {_e(v.serving_variant)}. Heatmap: {_e(v.heatmap)}.</p>
 <h2>Training data</h2>{_dataset(v.dataset)}
 <h2>Performance</h2>{metrics or "<p>no metrics recorded</p>"}
 <h2>Threshold</h2><p>{_num(threshold.get("value"))}: {_e(threshold.get("how_chosen"))}</p>

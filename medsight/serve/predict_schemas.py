@@ -5,22 +5,36 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExplainMethod = Literal["gradcam", "occlusion"]
 
 
 class PredictRequest(BaseModel):
-    """Predict on an instance already in the store (a JSON or form body instead of a file)."""
+    """Predict on an instance or a whole series already in the store (a JSON or form body instead of a file)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    instance: str = Field(
-        min_length=1, max_length=64, description="a stored (de-identified) SOP Instance UID"
+    instance: str | None = Field(
+        None, min_length=1, max_length=64, description="a stored (de-identified) SOP Instance UID"
+    )
+    series: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="a stored (de-identified) Series Instance UID: the whole series as one volume (3D models)",
     )
     model: str | None = Field(
         None, max_length=200, description="NAME or NAME:VERSION; default: the default model"
     )
     explain: ExplainMethod = "gradcam"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        # before the fields: a misspelt key must still hear which keys are wanted
+        if isinstance(data, dict) and (data.get("instance") is None) == (data.get("series") is None):
+            raise ValueError("give exactly one of 'instance' (a stored SOP Instance UID) and 'series'")
+        return data
 
 
 class ModelRef(BaseModel):
@@ -30,8 +44,13 @@ class ModelRef(BaseModel):
 
 class TimingMs(BaseModel):
     preprocess: float = Field(description="decode, checks and conversion (ms)")
-    inference: float = Field(description="the model's forward passes (ms)")
-    explain: float = Field(description="heatmap and overlay (ms)")
+    inference: float = Field(
+        description="the model's passes (ms); with Grad-CAM on the eager model, one forward and one backward "
+        "pass give the probabilities and the map together"
+    )
+    explain: float = Field(
+        description="passes for the map alone, if any, and drawing the heatmap and overlay (ms)"
+    )
 
 
 class ResultOut(BaseModel):
@@ -80,6 +99,9 @@ class ModelVersionOut(BaseModel):
     limitations: list[str]
     architecture: dict[str, Any]
     serving_variant: str | None
+    heatmap: str | None = Field(
+        None, description="how the heatmap is made, e.g. an ensemble's: its members' maps, weighted"
+    )
 
 
 class ModelSummaryOut(BaseModel):

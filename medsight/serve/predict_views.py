@@ -105,4 +105,5 @@ def model_version_out(carded: CardedModel, default_key: str | None = None) -> Mo
         limitations=list(card.get("limitations") or []),
         architecture=card.get("architecture") or {},
         serving_variant=card.get("serving_variant"),
+        heatmap=(card.get("explanation") or {}).get("heatmap"),
     )

@@ -106,25 +106,38 @@ def list_carded(store: Store, name: str | None = None) -> list[CardedModel]:
         return _carded(session, list(session.scalars(stmt)))
 
 
+def _default_entry(session: Any) -> ModelEntry:
+    marked = session.scalars(
+        select(ModelEntry)
+        .join(ModelCardRow, ModelCardRow.model_id == ModelEntry.id)
+        .where(ModelCardRow.is_default.is_(True))
+    ).first()
+    newest = (
+        marked
+        or session.scalars(
+            select(ModelEntry).order_by(ModelEntry.created_at.desc(), ModelEntry.id.desc())
+        ).first()
+    )
+    if newest is None:
+        raise NotFoundError(
+            "no model is registered yet: `medsight models register RUN --name NAME` registers one."
+        )
+    return newest
+
+
 def default_model(store: Store) -> CardedModel:
     """The version marked default, else the most recently registered one."""
     with store.session() as session:
-        marked = session.scalars(
-            select(ModelEntry)
-            .join(ModelCardRow, ModelCardRow.model_id == ModelEntry.id)
-            .where(ModelCardRow.is_default.is_(True))
-        ).first()
-        newest = (
-            marked
-            or session.scalars(
-                select(ModelEntry).order_by(ModelEntry.created_at.desc(), ModelEntry.id.desc())
-            ).first()
-        )
-        if newest is None:
-            raise NotFoundError(
-                "no model is registered yet: `medsight models register RUN --name NAME` registers one."
-            )
-        return _carded(session, [newest])[0]
+        return _carded(session, [_default_entry(session)])[0]
+
+
+def resolve_record(store: Store, spec: str | None) -> ModelRecord:
+    """The registry row ``resolve_model`` finds, without reading its card (serving asks on every request)."""
+    if spec is None or not spec.strip():
+        with store.session() as session:
+            return _model_record(_default_entry(session))
+    name, _, version = spec.strip().partition(":")
+    return store.get_model(name, version or None)
 
 
 def resolve_model(store: Store, spec: str | None) -> CardedModel:

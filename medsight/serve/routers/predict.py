@@ -1,5 +1,6 @@
-"""``POST /api/predict``: an uploaded image (multipart field ``file``) or a stored instance (``instance``)
--> label, probabilities, threshold, model, timing and links to the heatmap and overlay. Needs ``predict``.
+"""``POST /api/predict``: an uploaded image (multipart field ``file``), a stored instance (``instance``) or a
+whole stored series for a 3D model (``series``) -> label, probabilities, threshold, model, timing and links
+to the heatmap and overlay. Needs ``predict``.
 
 The body is read with a byte limit before it is parsed (a multipart upload is never spooled to
 disk by the framework); the work is ``medsight.predict.service`` on a worker thread. A stored instance
@@ -34,6 +35,10 @@ _FORM = {
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "DICOM, PNG, JPEG or NIfTI"},
         "instance": {"type": "string", "description": "a stored SOP Instance UID, instead of a file"},
+        "series": {
+            "type": "string",
+            "description": "a stored Series Instance UID: the whole series (3D models)",
+        },
         "model": {"type": "string", "description": "NAME or NAME:VERSION (default: the default model)"},
         "explain": {"type": "string", "enum": ["gradcam", "occlusion"]},
     },
@@ -87,30 +92,36 @@ async def predict(
     model: Annotated[str | None, Query(max_length=200, description="NAME or NAME:VERSION")] = None,
     explain: Annotated[ExplainMethod, Query(description="heatmap method")] = "gradcam",
 ) -> ResultOut:
-    """Predict on an uploaded image or a stored instance; DICOM uploads are de-identified and stored."""
+    """Predict on an uploaded image, a stored instance or a stored series; DICOM uploads are de-identified and stored."""
     service = prediction_service(request)
     body = await read_body(request, service.predictor.limits.max_bytes + FORM_OVERHEAD)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         asked = _json_body(body)
+        stored = service.predict_series if asked.series else service.predict_instance
         call = partial(
-            service.predict_instance, asked.instance, asked.model or model, asked.explain, user, client
+            stored, asked.series or asked.instance, asked.model or model, asked.explain, user, client
         )
     elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await _form(request, body)
         chosen, method = _text(form, "model") or model, _text(form, "explain") or explain
-        upload, instance = form.get("file"), _text(form, "instance")
+        upload, instance, series = form.get("file"), _text(form, "instance"), _text(form, "series")
         if isinstance(upload, UploadFile):
             data = await upload.read()
             call = partial(service.predict_upload, data, upload.filename, chosen, method, user, client)
         elif instance:
             call = partial(service.predict_instance, instance, chosen, method, user, client)
+        elif series:
+            call = partial(service.predict_series, series, chosen, method, user, client)
         else:
             raise BadInputError(
-                "send the image as the multipart field 'file', or a stored instance's UID as 'instance'."
+                "send the image as the multipart field 'file', a stored instance's UID as 'instance', "
+                "or a stored series' UID as 'series'."
             )
     else:
-        raise HttpError(415, "send multipart/form-data (field 'file') or JSON ({\"instance\": UID}).")
+        raise HttpError(
+            415, 'send multipart/form-data (field \'file\') or JSON ({"instance": UID} or {"series": UID}).'
+        )
     with as_http():
         served = await run_in_threadpool(call)
     return result_out(served.result)

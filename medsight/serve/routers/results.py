@@ -48,6 +48,7 @@ def get_study(study_id: str, store: StoreDep, user: Reader, client: ClientDep) -
 
 @router.get("/results/{result_id}", responses=ERRORS)
 def get_one_result(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> ResultOut:
+    """One result (yours, or anyone's for roles that read every result), with its image links."""
     return result_out(get_result(store, result_id, user, client))
 
 

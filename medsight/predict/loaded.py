@@ -1,0 +1,118 @@
+"""Models in service: a registered run or ensemble folder, loaded once, with what a prediction needs.
+
+A run answers with the fastest checked variant ``medsight bench`` recorded in ``serving.json`` (else the
+eager model), with the test-time flips its evaluation used, so the probability is the one the
+validation threshold was chosen on. An ensemble folder (``medsight ensemble``) answers with the
+weighted mean of its members' probabilities and its own validation threshold. Explanations need
+gradients, so they come from the eager models: the run's own, or every member of an ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsight.data.prepare import InputSpec
+from medsight.train.inference import TrainedModel, load_trained_model
+
+ENSEMBLE_FILE = "ensemble.json"  # what marks an ensemble's folder (medsight.optimize.ensemble)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    run_dir: Path
+    members: list[TrainedModel]  # eager models: the run's, or each member of an ensemble
+    weights: list[float]  # each member's share of the probabilities (and of the heatmap)
+    serving: Any  # predict_images(images, tta=...): a ServableModel variant, an Ensemble, or members[0]
+    tta: bool
+    threshold: float | None  # the operating point chosen on validation, for this run or ensemble
+
+    @property
+    def trained(self) -> TrainedModel:
+        """The eager model whose input spec an upload is conformed to (an ensemble's first member)."""
+        return self.members[0]
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.trained.spec
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.trained.classes)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    @property
+    def serves_eager(self) -> bool:
+        """The eager model itself answers: one forward and backward pass give probabilities and Grad-CAM."""
+        return self.serving is self.trained
+
+    @property
+    def heatmap_source(self) -> str:
+        return describe_heatmap(len(self.members))
+
+
+def describe_heatmap(n_members: int) -> str:
+    """How the heatmap is made, as the model card and the README say it."""
+    if n_members == 1:
+        return "the model's own map"
+    return f"the mean of the {n_members} members' maps, weighted as their probabilities are"
+
+
+def heatmap_source(run_dir: Path) -> str:
+    """``describe_heatmap`` for a run or ensemble folder, without loading any weights."""
+    record = Path(run_dir) / ENSEMBLE_FILE
+    return describe_heatmap(len(json.loads(record.read_text())["members"]) if record.is_file() else 1)
+
+
+def run_tta(run_dir: Path) -> bool:
+    """Whether the run's evaluation averaged test-time flips (its threshold was chosen on those)."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except FileNotFoundError:
+        return False
+    return bool((config.get("config") or {}).get("tta"))
+
+
+def _serving_variant(run_dir: Path, trained: TrainedModel) -> Any:
+    """The variant ``serving.json`` names; the eager model itself when it names none or ``eager``."""
+    record = run_dir / "serving.json"
+    if not record.is_file() or json.loads(record.read_text()).get("variant", "eager") == "eager":
+        return trained
+    from medsight.optimize.predictors import load_serving_model
+
+    return load_serving_model(run_dir)
+
+
+def _load_ensemble(run_dir: Path, name: str, version: str) -> LoadedModel:
+    from medsight.optimize.ensemble import load_ensemble
+
+    ensemble = load_ensemble(run_dir)
+    return LoadedModel(
+        name,
+        version,
+        run_dir,
+        list(ensemble.members),
+        list(ensemble.weights),
+        ensemble,
+        ensemble.tta,
+        ensemble.threshold,
+    )
+
+
+def load_model(run_dir: Path, name: str, version: str) -> LoadedModel:
+    """A run's or an ensemble's model for serving (a DataNotFoundError or BadInputError saying what is missing)."""
+    run_dir = Path(run_dir)
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        return _load_ensemble(run_dir, name, version)
+    trained = load_trained_model(run_dir)
+    serving = _serving_variant(run_dir, trained)
+    return LoadedModel(name, version, run_dir, [trained], [1.0], serving, run_tta(run_dir), trained.threshold)

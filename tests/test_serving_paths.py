@@ -1,0 +1,121 @@
+"""How a served prediction is computed: the one-pass path (probabilities and Grad-CAM from one forward and
+backward pass) gives the step-by-step answer, and an ensemble folder registers and serves through
+``POST /api/predict`` and ``medsight predict`` with the mean of its members' probabilities."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from fastapi.testclient import TestClient
+from PIL import Image
+from predict_helpers import PASSWORD, bearer, synthetic_test_png
+
+from medsight.data.registry import load_dataset
+from medsight.errors import BadInputError
+from medsight.explain import explain
+from medsight.explain.served import predict_and_gradcam, weighted_maps
+from medsight.optimize.ensemble import ENSEMBLE_FILE, load_ensemble, make_ensemble
+from medsight.predict.loaded import ENSEMBLE_FILE as SERVED_ENSEMBLE_FILE
+from medsight.predict.loaded import load_model
+from medsight.predict.registration import register_run
+from medsight.serve import create_app
+from medsight.store import Role, Store, add_user, create_token
+from medsight.train.inference import load_trained_model
+
+
+def _softer_copy(run_dir: Path, dest: Path) -> Path:
+    """The run with its classifier's weights halved: a second member whose probabilities differ."""
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("exports", "variants", "plots"))
+    checkpoint = torch.load(dest / "checkpoint.pt", map_location="cpu", weights_only=False)
+    head = [k for k in checkpoint["best_state"] if k.endswith("weight")][-1]
+    checkpoint["best_state"][head] = checkpoint["best_state"][head] * 0.5
+    torch.save(checkpoint, dest / "checkpoint.pt")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("served-ensemble")
+    member = _softer_copy(run_dir, root / "member-b")
+    out = root / "ensemble"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDSIGHT_HOME", str(root / "home"))
+        make_ensemble([run_dir, member], out, weights="3,1", n_boot=50, log=lambda _: None)
+    return out
+
+
+def _test_images(count: int) -> np.ndarray:
+    return load_dataset("synthetic").splits["test"].images[:count]
+
+
+def test_one_pass_gives_the_step_by_step_answer(run_dir: Path) -> None:
+    trained = load_trained_model(run_dir)
+    for image in _test_images(4):
+        fused = predict_and_gradcam(trained, image, trained.threshold, tta=True)
+        expected = trained.predict_images(image[None], tta=True)[0]
+        np.testing.assert_allclose(fused.probabilities, expected, atol=1e-6)
+        stepwise = explain(trained, image, "gradcam", target_class=fused.target_class)
+        np.testing.assert_allclose(fused.map, stepwise.map, atol=1e-5)
+        assert fused.map.shape == image.shape[1:] and fused.map.max() == pytest.approx(1.0)
+
+
+def test_ensemble_serves_its_mean_and_its_members_map(
+    ensemble_dir: Path, run_dir: Path, store: Store, tmp_path: Path, run_cli
+) -> None:
+    assert ENSEMBLE_FILE == SERVED_ENSEMBLE_FILE  # predict recognises the folders optimize writes
+    ensemble = load_ensemble(ensemble_dir)
+    carded = register_run(store, ensemble_dir, "lesions-ensemble", default=True, user="test")
+    assert carded.card["architecture"]["model"] == "ensemble of 2"
+    assert [m["weight"] for m in carded.card["architecture"]["members"]] == pytest.approx([0.75, 0.25])
+    add_user(store, "doc", Role.CLINICIAN, PASSWORD)
+    client = TestClient(create_app(store))
+    headers = bearer(create_token(store, "doc"))
+
+    png = synthetic_test_png(0)
+    image = np.array(Image.open(io.BytesIO(png)))[None, None]
+    expected = ensemble.predict_images(image)[0]
+    answer = client.post("/api/predict", files={"file": ("x.png", png, "image/png")}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    np.testing.assert_allclose(body["probabilities"], expected, atol=1e-6)
+    assert body["threshold"] == pytest.approx(ensemble.threshold)
+    assert body["model"] == {"name": "lesions-ensemble", "version": "1"}
+    index = int(expected[1] >= ensemble.threshold)
+    assert body["label"] == ensemble.classes[index]
+    heatmap = client.get(body["heatmap_url"], headers=headers)
+    assert heatmap.status_code == 200 and heatmap.content.startswith(b"\x89PNG")
+
+    loaded = load_model(ensemble_dir, "e", "1")
+    mean_map = weighted_maps(loaded.members, [0.75, 0.25], image[0], index)
+    served_map = np.asarray(Image.open(io.BytesIO(heatmap.content)), dtype=np.float64) / 255
+    assert np.abs(served_map - mean_map).max() <= 1 / 255 + 1e-9  # the weighted mean, as an 8-bit PNG
+
+    card = client.get("/api/models/lesions-ensemble", headers=headers).json()["latest"]
+    assert "mean of the 2 members' maps" in card["heatmap"]
+    assert "mean of the 2 members" in client.get("/api/models/lesions-ensemble/card", headers=headers).text
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.png").write_bytes(png)
+    done = run_cli("predict", ensemble_dir, tmp_path / "in", "--out", tmp_path / "out.csv")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = csv.DictReader((tmp_path / "out.csv").open())
+    np.testing.assert_allclose(json.loads(row["probabilities"]), expected, atol=1e-5)
+
+
+def test_an_ensemble_whose_member_is_gone_is_refused(
+    ensemble_dir: Path, store: Store, tmp_path: Path
+) -> None:
+    moved = shutil.copytree(ensemble_dir, tmp_path / "ensemble")
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["config"]["members"][1] = str(tmp_path / "gone")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(BadInputError, match="member runs .*gone are missing"):
+        register_run(store, moved, "broken")
