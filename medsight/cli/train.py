@@ -19,7 +19,11 @@ def train(
     ] = None,
     out: Annotated[Path, typer.Option(help="run folder to create")] = Path("runs/latest"),
     model: Annotated[
-        str | None, typer.Option(help="architecture: compact-resnet, resnet10, resnet18, densenet121")
+        str | None,
+        typer.Option(
+            help="architecture (default: from the data): images compact-resnet, resnet10, resnet18, "
+            "densenet121; masks unet, basic-unet; signals cnn1d, lstm, gru, cnn-gru; image+table fusion"
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs (default: from data and time budget)")] = None,
     time_budget: Annotated[float | None, typer.Option(help="minutes of training at most")] = None,
