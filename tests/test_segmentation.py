@@ -6,7 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 import torch
 from PIL import Image
@@ -353,6 +355,49 @@ def test_train_evaluate_and_segment_a_new_image(small_drive, tmp_path):
     )
     with Image.open(written["mask"]) as mask, Image.open(written["overlay"]) as overlay:
         assert mask.size == overlay.size == (141, 146) and set(np.unique(np.asarray(mask))) <= {0, 255}
+
+    # `medsight predict` on the run: a PNG and the same picture as a DICOM get masks (the DICOM also a
+    # SEG in its study); a corrupt file is refused in its row without stopping the others
+    png = small_drive.parent / f"{DRIVE_IDS[5]}_image.png"
+    dicom = _rgb_dicom(png, tmp_path / "fundus.dcm")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "masks.csv"
+    result = CliRunner().invoke(
+        app, ["predict", str(run), str(png), str(dicom), str(tmp_path / "broken.png"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
+    assert [rows[n]["status"] for n in (png.name, "fundus.dcm", "broken.png")] == ["ok", "ok", "refused"]
+    assert "broken.png" in rows["broken.png"]["error"] and "refused  " in result.output
+    with Image.open(rows[png.name]["mask"]) as from_png, Image.open(rows["fundus.dcm"]["mask"]) as from_dicom:
+        assert np.array_equal(np.asarray(from_png), np.asarray(from_dicom))  # same pixels, same mask
+    assert rows[png.name]["seg"] == "" and float(rows[png.name]["foreground_share"]) > 0
+    seg = pydicom.dcmread(rows["fundus.dcm"]["seg"])  # (highdicom's reader wants a slice thickness here)
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == pydicom.dcmread(dicom).StudyInstanceUID
+    assert int(seg.pixel_array.sum()) == int((np.asarray(Image.open(rows[png.name]["mask"])) > 0).sum())
+
+
+def _rgb_dicom(png: Path, path: Path) -> Path:
+    """The PNG as an RGB Secondary Capture DICOM file (a made-up patient)."""
+    with Image.open(png) as picture:
+        pixels = np.ascontiguousarray(np.asarray(picture.convert("RGB")))
+    capture = hd.sc.SCImage(
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        study_instance_uid=hd.UID(),
+        series_instance_uid=hd.UID(),
+        sop_instance_uid=hd.UID(),
+        series_number=1,
+        instance_number=1,
+        manufacturer="test",
+        patient_id="TEST-1",
+        patient_orientation=("L", "P"),
+        pixel_spacing=(0.04, 0.04),
+    )
+    capture.save_as(path)
+    return path
 
 
 def test_palette_masks_read_as_binary_and_dicom_seg_round_trips(shared_data):

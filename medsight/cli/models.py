@@ -17,10 +17,23 @@ from rich.table import Table
 
 from medsight.cli import app, console, say
 from medsight.cli.platform import cli_client
+from medsight.errors import MedsightError
 
 models_app = typer.Typer(help="Register trained runs as versioned, servable models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 CSV_FIELDS = ("file", "status", "label", "probabilities", "classes", "threshold", "model", "error")
+MASK_FIELDS = (
+    "file",
+    "status",
+    "foreground_share",
+    "threshold",
+    "mask",
+    "overlay",
+    "probs",
+    "seg",
+    "model",
+    "error",
+)
 
 
 @models_app.command("register")
@@ -148,30 +161,47 @@ def predict(
     inputs: Annotated[list[Path], typer.Argument(help="DICOM, PNG, JPEG or NIfTI files, or folders of them")],
     out: Annotated[Path, typer.Option(help="the CSV to write: one row per input")] = Path("results.csv"),
     explain_dir: Annotated[
-        Path | None, typer.Option(help="write each input's overlay and heatmap PNGs here")
+        Path | None,
+        typer.Option(
+            help="write each input's overlay and heatmap PNGs here; for a segmentation run, its mask, "
+            "overlay and probability PNGs and, for a DICOM input, a DICOM SEG (default: OUT's name + _masks)"
+        ),
     ] = None,
     explain: Annotated[str, typer.Option(help="gradcam or occlusion")] = "gradcam",
     max_mb: Annotated[float, typer.Option(help="refuse files larger than this")] = 64,
 ) -> None:
     """Predict on many files; a refused file gets a row with the reason and never stops the others.
 
+    A segmentation run (a run folder) writes a mask per input instead of a label: the CSV lists each
+    mask's files and the share of the image it covers.
+
     Exit code 0 when at least one file got a prediction, 1 when every file was refused.
     """
     from medsight.predict import Limits, Predictor
     from medsight.progress import progress_bar
-    from medsight.train.run_folder import atomic_write_text
 
+    files = _inputs(inputs)
+    if _is_segmentation_run(Path(model)):
+        masks_dir = explain_dir or out.with_name(f"{out.stem}_masks")
+        _finish(out, MASK_FIELDS, _segment_all(Path(model), files, masks_dir, int(max_mb * 2**20)))
+        return
     loaded = _load(model)
     predictor = Predictor(Limits(max_bytes=int(max_mb * 2**20)))
-    files = _inputs(inputs)
     if explain_dir is not None:
         explain_dir.mkdir(parents=True, exist_ok=True)
     rows = [
         _row(path, predictor, loaded, explain, explain_dir, i)
         for i, path in enumerate(progress_bar(files, "predicting"))
     ]
+    _finish(out, CSV_FIELDS, rows)
+
+
+def _finish(out: Path, fields: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    """Write the CSV at once, name each refused file, and exit 1 when nothing got an answer."""
+    from medsight.train.run_folder import atomic_write_text
+
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out, buffer.getvalue())  # a reader never sees half a CSV
@@ -182,3 +212,47 @@ def predict(
     say(f"{len(rows)} file(s): {ok} predicted, {len(rows) - ok} refused; results in {out}")
     if rows and not ok or not rows:
         raise typer.Exit(1)
+
+
+def _is_segmentation_run(path: Path) -> bool:
+    import yaml
+
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # not a run folder (a registered model's name), or not one we can read: classify
+    return (config.get("config") or config).get("task") == "segmentation"
+
+
+def _segment_all(run: Path, files: list[Path], out_dir: Path, max_bytes: int) -> list[dict[str, str]]:
+    from medsight.predict.segmentation import segment_file
+    from medsight.progress import progress_bar
+    from medsight.train.segmentation_inference import load_segmenter
+
+    segmenter = load_segmenter(run)
+    rows = []
+    for i, path in enumerate(progress_bar(files, "segmenting")):
+        row = dict.fromkeys(MASK_FIELDS, "") | {"file": str(path), "model": f"{run.resolve().name}:run"}
+        try:
+            if path.stat().st_size > max_bytes:
+                raise MedsightError(f"{path.name}: larger than the limit of {max_bytes} bytes.")
+            written = segment_file(segmenter, path, out_dir, stem=f"{i:05d}-{path.name.split('.')[0]}")
+        except (MedsightError, OSError) as err:
+            rows.append(row | {"status": "refused", "error": str(err)})
+            continue
+        except Exception as err:  # noqa: BLE001 - a bug on one file must not cost the others their masks
+            rows.append(
+                row | {"status": "refused", "error": f"unexpected error ({type(err).__name__}: {err})"}
+            )
+            continue
+        files_written = {k: str(v) for k, v in written.items() if isinstance(v, Path)}
+        rows.append(
+            row
+            | files_written
+            | {
+                "status": "ok",
+                "foreground_share": f"{written['foreground_share']:.6g}",
+                "threshold": f"{written['threshold']:.6g}",
+            }
+        )
+    return rows

@@ -18,6 +18,7 @@ from PIL import Image
 
 from medsight.data.segmentation import binary_mask, check_pair, read_any_image
 from medsight.errors import BadInputError
+from medsight.io import sniff_format
 from medsight.train.segmentation_inference import Segmenter, load_segmenter
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
@@ -83,15 +84,24 @@ def read_roi(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
 
 
 def segment_file(
-    run_dir: Path, image_path: Path, out_dir: Path, *, roi_path: Path | None = None
+    run: Path | Segmenter,
+    image_path: Path,
+    out_dir: Path,
+    *,
+    roi_path: Path | None = None,
+    stem: str | None = None,
 ) -> dict[str, Path | float]:
-    """Segment one image file; writes ``NAME_mask.png``, ``NAME_overlay.png`` and ``NAME_probs.png`` (2D)."""
-    segmenter = load_segmenter(run_dir)
+    """Segment one image file with a run folder (or a loaded ``Segmenter``) into ``out_dir``.
+
+    Writes ``STEM_overlay.png``, and for 2D images ``STEM_mask.png`` (0/255) and ``STEM_probs.png``;
+    a DICOM input also gets ``STEM_seg.dcm``, a DICOM SEG over it that joins its study. ``stem``
+    defaults to the file name without its suffixes.
+    """
+    segmenter = run if isinstance(run, Segmenter) else load_segmenter(run)
     image = read_any_image(image_path)
     roi = read_roi(roi_path, image, image_path) if roi_path else None
     result = segment_array(segmenter, image, roi)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = image_path.name.split(".")[0]
+    stem = stem or image_path.name.split(".")[0]
     written: dict[str, Path | float] = {
         "threshold": result.threshold,
         "foreground_share": result.foreground_share,
@@ -100,11 +110,28 @@ def segment_file(
     if result.mask.ndim == 2:
         outputs["mask"] = mask_png(result.mask)
         outputs["probs"] = _probs_png(result.probabilities)
+    seg = _seg_for_dicom(image_path, result.mask, segmenter.info)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for kind, data in outputs.items():
         path = out_dir / f"{stem}_{kind}.png"
         path.write_bytes(data)
         written[kind] = path
+    if seg is not None:
+        written["seg"] = out_dir / f"{stem}_seg.dcm"
+        seg.save_as(written["seg"])
     return written
+
+
+def _seg_for_dicom(image_path: Path, mask: np.ndarray, info: dict):  # noqa: ANN202 - a highdicom Segmentation
+    """A DICOM SEG when the input is one DICOM image (a series folder's SEG is not made here yet)."""
+    if not image_path.is_file():
+        return None
+    with open(image_path, "rb") as handle:
+        if sniff_format(handle.read(132)) != "dicom":
+            return None
+    import pydicom
+
+    return dicom_seg([pydicom.dcmread(image_path)], mask, info)
 
 
 def _probs_png(probs: np.ndarray) -> bytes:
