@@ -64,6 +64,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: no fsync per commit (0.8 ms each here, several per prediction); the database
+        # stays consistent on any crash, and only a power cut can lose the last commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite; ON DELETE CASCADE needs it
         cursor.close()
 
