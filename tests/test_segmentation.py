@@ -185,6 +185,17 @@ def test_manifest_header_must_name_image_and_mask(tmp_path):
         read_manifest(write_manifest(tmp_path / "n.csv", ["image", "roi"], [["a.png", "b.png"]]), "n")
 
 
+def test_classification_options_are_refused_for_a_segmentation_import(small_drive):
+    from typer.testing import CliRunner
+
+    from medsight.cli import app
+
+    result = CliRunner().invoke(app, ["data", "import", str(small_drive), "--size", "64", "--skip-bad"])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)  # `medsight` prints it, exits non-zero
+    assert "--size, --skip-bad: for classification data sets only" in str(result.exception)
+    assert not (registry_dir() / "manifest").exists()  # nothing registered
+
+
 # -- metrics ------------------------------------------------------------------------------------
 def test_image_metrics_match_hand_counts():
     truth = np.zeros((10, 10), dtype=np.uint8)

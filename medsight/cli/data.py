@@ -139,6 +139,21 @@ def data_import(
 
         raise ConfigError(f"--task {task}: data sets are imported for classification or segmentation.")
     if task == "segmentation" or (task is None and looks_like_segmentation(path.expanduser())):
+        unused = {
+            "--classes": classes,
+            "--size": size,
+            "--skip-bad": skip_bad,
+            "--labels": labels != "label",
+            "--tabular": tabular,
+            "--categorical": categorical,
+        }
+        if given := [flag for flag, value in unused.items() if value]:
+            from medsight.errors import ConfigError
+
+            raise ConfigError(
+                f"{', '.join(given)}: for classification data sets only; a segmentation data set keeps "
+                "its images' size (training samples patches) and takes every image/mask pair or none."
+            )
         report = import_segmentation(path, name=name or dataset_name_from(path), modality=modality, seed=seed)
         say(f"imported '{report.name}' (segmentation): {report.n_images} image/mask pairs -> {report.folder}")
         data_info(report.name)

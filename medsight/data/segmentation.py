@@ -185,8 +185,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def read_case(image_path: Path, mask_path: Path, roi_path: Path | None, patient_id: str, name: str) -> Case:
     for path in (image_path, mask_path, roi_path):
-        if path is not None and not path.is_file():
-            raise BadInputError(f"{path}: file not found.")
+        if path is not None and not path.exists():  # a file, or a DICOM series folder or zip
+            raise BadInputError(f"{path}: no such file or series folder.")
     image = read_any_image(image_path)
     mask = binary_mask(read_any_image(mask_path), mask_path)
     roi = binary_mask(read_any_image(roi_path), roi_path, "roi") if roi_path else None
