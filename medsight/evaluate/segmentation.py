@@ -1,8 +1,8 @@
 """Judge a segmentation run: per-image metrics inside the region of interest, means with CIs.
 
 Per image (MONAI metrics, counted only inside the ROI, e.g. DRIVE's field of view): Dice, IoU,
-sensitivity, specificity, pixel AUC and the 95th-percentile Hausdorff distance (in pixels, or mm
-when the image's spacing is known). Each is averaged over images, with a percentile bootstrap CI
+sensitivity, specificity, pixel AUC and the 95th-percentile Hausdorff distance (in pixels: the
+cases do not carry their spacing yet, so no millimetres even where the image has them). Each is averaged over images, with a percentile bootstrap CI
 over images (``metrics.bootstrap_ci``). The probability threshold is chosen on the validation
 images only (the one that maximises their mean Dice); the test images are looked at once.
 """
