@@ -3,6 +3,7 @@ bad input, the sequence models, and a tiny train + evaluate on three real MIT-BI
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -212,7 +213,7 @@ def tiny_ecg_data(shared_data, tmp_path) -> Path:
     return tmp_path / "data"
 
 
-def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, tmp_path, run_cli, monkeypatch):
+def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, shared_data, tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("MEDSIGHT_DATA", str(tiny_ecg_data))
     info = load_dataset("mitdb-pvc").info()  # what `medsight data info mitdb-pvc` prints
     assert "inter-patient split" in info["source"] and info["spatial_dims"] == 1
@@ -251,6 +252,35 @@ def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, tmp_path, run_c
     for plot in ("ecg_strip", "examples", "explanations"):
         assert (run / "plots" / f"{plot}.png").stat().st_size > 5000, plot
     assert metrics["faithfulness"]["method"] == "occlusion over time"
+
+    # new records through `medsight predict`: an annotated npz (its reference beside each call), a WFDB
+    # record without annotations (beats found by XQRS), and a file that is no record, refused alone
+    bare = _copy_record(shared_data / "ecg" / "wfdb" / "100", tmp_path / "bare", parts=(".hea", ".dat"))
+    (tmp_path / "note.txt").write_text("not an ECG")
+    annotated = shared_data / "ecg" / "mitdb" / "100.npz"
+    out, plots = tmp_path / "beats.csv", tmp_path / "strips"
+    args = ("predict", run, annotated, bare.with_suffix(".hea"), tmp_path / "note.txt", "--out", out)
+    predicted = run_cli(*args, "--explain-dir", plots, MEDSIGHT_DATA=str(tiny_ecg_data), timeout=300)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    rows = list(csv.DictReader(out.open()))
+    by_file = {
+        name: [r for r in rows if Path(r["file"]).name == name] for name in ("100.npz", "100", "note.txt")
+    }
+    reference = read_beats(open_ecg(annotated))
+    from_annotations, detected = by_file["100.npz"], by_file["100"]
+    assert len(from_annotations) > 0.99 * len(reference.samples)  # all but a beat at either end
+    assert {r["beats_from"] for r in from_annotations} == {"annotations"}
+    assert {r["reference"] for r in from_annotations} == {"PVC", "other"}  # record 100 has one PVC
+    assert {r["beats_from"] for r in detected} == {"XQRS detector"} and {
+        r["reference"] for r in detected
+    } == {""}
+    assert abs(len(detected) - len(from_annotations)) <= 0.02 * len(from_annotations)
+    assert all(0.0 <= float(r["p_pvc"]) <= 1.0 and r["label"] in ("PVC", "other") for r in rows if r["p_pvc"])
+    assert (
+        by_file["note.txt"][0]["status"] == "refused"
+        and "not an ECG record" in by_file["note.txt"][0]["error"]
+    )
+    assert (plots / "100_strip.png").stat().st_size > 5000
 
 
 @pytest.mark.slow

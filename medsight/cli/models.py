@@ -22,6 +22,19 @@ from medsight.errors import MedsightError
 models_app = typer.Typer(help="Register trained runs as versioned, servable models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 CSV_FIELDS = ("file", "status", "label", "probabilities", "classes", "threshold", "model", "error")
+BEAT_FIELDS = (
+    "file",
+    "status",
+    "beat",
+    "time_s",
+    "p_pvc",
+    "label",
+    "reference",
+    "beats_from",
+    "model",
+    "error",
+)
+ECG_SUFFIXES = (".hea", ".dat", ".atr", ".npz")
 MASK_FIELDS = (
     "file",
     "status",
@@ -173,7 +186,9 @@ def predict(
     """Predict on many files; a refused file gets a row with the reason and never stops the others.
 
     A segmentation run (a run folder) writes a mask per input instead of a label: the CSV lists each
-    mask's files and the share of the image it covers.
+    mask's files and the share of the image it covers. An ECG beat model takes records (WFDB NAME.hea
+    with its .dat, or .npz) and writes a row per beat; beats come from the record's annotations when
+    it has them (shown beside the prediction), else from wfdb's XQRS detector.
 
     Exit code 0 when at least one file got a prediction, 1 when every file was refused.
     """
@@ -186,6 +201,11 @@ def predict(
         _finish(out, MASK_FIELDS, _segment_all(Path(model), files, masks_dir, int(max_mb * 2**20)))
         return
     loaded = _load(model)
+    if "ecg" in loaded.trained.info:  # a beat classifier: every beat of each ECG record
+        if loaded.is_ensemble:
+            raise MedsightError("ensembles of ECG beat models cannot predict on records yet; use one run.")
+        _finish(out, BEAT_FIELDS, _classify_records(loaded, files, explain_dir))
+        return
     predictor = Predictor(Limits(max_bytes=int(max_mb * 2**20)))
     if explain_dir is not None:
         explain_dir.mkdir(parents=True, exist_ok=True)
@@ -255,4 +275,44 @@ def _segment_all(run: Path, files: list[Path], out_dir: Path, max_bytes: int) ->
                 "threshold": f"{written['threshold']:.6g}",
             }
         )
+    return rows
+
+
+def _classify_records(loaded, files: list[Path], plots: Path | None) -> list[dict[str, str]]:  # noqa: ANN001
+    from medsight.predict.ecg import classify_record, plot_record
+    from medsight.progress import progress_bar
+
+    records = sorted(
+        {f.with_suffix("") if f.suffix != ".npz" else f for f in files if f.suffix in ECG_SUFFIXES}
+    )
+    others = [f for f in files if f.suffix not in ECG_SUFFIXES]
+    model = {"model": f"{loaded.name}:{loaded.version}"}
+    rows = [
+        dict.fromkeys(BEAT_FIELDS, "")
+        | model
+        | {
+            "file": str(f),
+            "status": "refused",
+            "error": f"{f.name}: "
+            "not an ECG record; give WFDB records (NAME.hea with NAME.dat) or .npz files.",
+        }
+        for f in others
+    ]
+    for record in progress_bar(records, "classifying beats"):
+        base = dict.fromkeys(BEAT_FIELDS, "") | model | {"file": str(record)}
+        try:
+            prediction = classify_record(loaded.trained, record, log=say)
+        except (MedsightError, OSError) as err:
+            rows.append(base | {"status": "refused", "error": str(err)})
+            continue
+        rows += [
+            base | {"status": "ok"} | {k: v for k, v in r.items() if k != "record"} for r in prediction.rows()
+        ]
+        called = int(prediction.is_pvc.sum())
+        say(f"{record.name}: {len(prediction.beats)} beats ({prediction.beats_from}), {called} called PVC")
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            plot_record(
+                prediction, loaded.trained.info["ecg"]["settings"], plots / f"{record.name}_strip.png"
+            )
     return rows

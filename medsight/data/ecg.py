@@ -25,7 +25,14 @@ import numpy as np
 from scipy import ndimage, signal
 
 from medsight.errors import BadInputError
-from medsight.io.ecg import EcgHeader, SignalReader, read_beats, scale_positions, stream_signal
+from medsight.io.ecg import (
+    BeatAnnotations,
+    EcgHeader,
+    SignalReader,
+    read_beats,
+    scale_positions,
+    stream_signal,
+)
 
 Log = Callable[[str], None]
 CHANNELS = (
@@ -138,10 +145,19 @@ def rr_context(samples: np.ndarray, fs: float, local_beats: int) -> np.ndarray:
 
 
 def record_beats(
-    header: EcgHeader, settings: BeatSettings = BeatSettings(), *, resample: bool = True, log: Log = print
+    header: EcgHeader,
+    settings: BeatSettings = BeatSettings(),
+    *,
+    beats: BeatAnnotations | None = None,
+    resample: bool = True,
+    log: Log = print,
 ) -> RecordBeats:
-    """Stream ``header``'s record window by window and cut a filtered window around each beat."""
-    beats = read_beats(header)
+    """Stream ``header``'s record window by window and cut a filtered window around each beat.
+
+    The beats are the record's reference annotations unless ``beats`` gives others (e.g. R peaks
+    found by a detector in a record that has no annotations).
+    """
+    beats = beats if beats is not None else read_beats(header)
     samples = scale_positions(beats.samples, header, settings.fs)
     windows = np.zeros((len(samples), settings.length), dtype=np.float32)
     found = np.zeros(len(samples), dtype=bool)

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from medsight.data.dataset import ImageDataset  # noqa: E402
 from medsight.data.ecg import BeatSettings, filtered_strip  # noqa: E402
-from medsight.io.ecg import open_ecg  # noqa: E402
+from medsight.io.ecg import EcgHeader, open_ecg  # noqa: E402
 
 STRIP_SECONDS = 10.0
 PVC = 1  # class index of "pvc"
@@ -121,7 +121,7 @@ def ecg_section_html(metrics: dict) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _busiest_stretch(samples: np.ndarray, weight: np.ndarray, width: int) -> int:
+def busiest_stretch(samples: np.ndarray, weight: np.ndarray, width: int) -> int:
     """Start sample of the ``width``-long stretch holding the most weight (PVCs, errors)."""
     starts = samples - width // 4
     totals = [weight[(samples >= s) & (samples < s + width)].sum() for s in starts]
@@ -149,25 +149,48 @@ def plot_strip(
     header = open_ecg(info["record_paths"][record])
     width = round(STRIP_SECONDS * header.fs)
     wrong = predicted[mine] != (labels[mine] == PVC)
-    start = _busiest_stretch(samples[mine], labels[mine] + 2 * wrong, width)
-    stop = min(header.n_samples, start + width)
+    start = busiest_stretch(samples[mine], labels[mine] + 2 * wrong, width)
+    return draw_strip(
+        header,
+        settings,
+        start,
+        samples[mine],
+        predicted[mine],
+        labels[mine] == PVC,
+        f"record {record} ({split})",
+        path,
+    )
+
+
+def draw_strip(
+    header: EcgHeader,
+    settings: BeatSettings,
+    start: int,
+    samples: np.ndarray,
+    predicted: np.ndarray,
+    truth: np.ndarray | None,
+    title: str,
+    path: Path,
+) -> Path:
+    """``STRIP_SECONDS`` of a record from ``start``, each beat coloured by prediction (shape: the truth)."""
+    stop = min(header.n_samples, start + round(STRIP_SECONDS * header.fs))
     strip = filtered_strip(header, start, stop, settings)
     fig, ax = plt.subplots(figsize=(13, 3.4))
     ax.plot((start + np.arange(len(strip))) / header.fs, strip, color="0.25", linewidth=0.8)
-    shown = mine & (samples >= start) & (samples < stop)
-    for i in np.flatnonzero(shown):
+    for i in np.flatnonzero((samples >= start) & (samples < stop)):
         x, y = samples[i] / header.fs, strip[samples[i] - start]
         colour = "tab:red" if predicted[i] else "tab:blue"
-        marker = "v" if labels[i] == PVC else "o"  # the truth, by shape
+        marker = "o" if truth is None or not truth[i] else "v"  # the truth, by shape
         ax.scatter([x], [y], color=colour, marker=marker, s=46, zorder=3, edgecolor="k", linewidth=0.4)
-        if predicted[i] != (labels[i] == PVC):
+        if truth is not None and predicted[i] != truth[i]:
             ax.annotate("error", (x, y), textcoords="offset points", xytext=(0, 10), ha="center", fontsize=7)
     ax.scatter([], [], color="tab:red", label="called PVC")
     ax.scatter([], [], color="tab:blue", label="called other")
-    ax.scatter([], [], color="w", edgecolor="k", marker="v", label="annotated PVC")
-    ax.scatter([], [], color="w", edgecolor="k", marker="o", label="annotated other")
+    if truth is not None:
+        ax.scatter([], [], color="w", edgecolor="k", marker="v", label="annotated PVC")
+        ax.scatter([], [], color="w", edgecolor="k", marker="o", label="annotated other")
     ax.legend(loc="upper right", fontsize=7, ncol=4)
-    ax.set(xlabel="time (s)", ylabel="mV (filtered)", title=f"record {record} ({split})")
+    ax.set(xlabel="time (s)", ylabel="mV (filtered)", title=title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

@@ -183,6 +183,8 @@ class ClassificationTask:
             info["tabular"] = self.dataset.tabular_spec.model_dump()
         if self.dataset.heads:
             info["heads"] = self.dataset.heads
+        if "ecg" in self.dataset.extra:  # how a new record's beats are cut (predict/ecg.py)
+            info["ecg"] = {k: self.dataset.extra["ecg"][k] for k in ("settings", "channels")}
         return info
 
 
