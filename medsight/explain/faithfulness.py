@@ -135,7 +135,7 @@ def randomisation_check(
     for name, fraction in CASCADE:
         randomised = input_maps(randomised_copy(model, fraction, seed), inputs, targets, method)
         rhos = [rank_correlation(o, r) for o, r in zip(original, randomised, strict=True)]
-        levels.append({"randomised": name, **_summary([r for r in rhos if r is not None])})
+        levels.append({"randomised": name, **summary([r for r in rhos if r is not None])})
         levels[-1]["constant_maps"] = sum(r is None for r in rhos)
     return levels
 
@@ -143,7 +143,31 @@ def randomisation_check(
 # --------------------------------------------------------------------------- report
 
 
-def _summary(values: np.ndarray | list[float]) -> dict:
+def faithfulness_record(
+    method: str, n: int, requested: int, steps: int, curves: tuple, cascade: list[dict], start: float
+) -> dict:
+    """What ``metrics.json`` keeps: curves' AUCs against random maps, and the randomisation cascade.
+
+    ``curves`` = (deletion, insertion, random deletion, random insertion), one curve per case.
+    """
+    deletion, insertion, random_deletion, random_insertion = curves
+    return {
+        "method": method,
+        "n": n,
+        "n_requested": requested,
+        "target": "the predicted class (at the run's operating threshold)",
+        "steps": steps,
+        "deletion_auc": summary(curve_auc(deletion)),
+        "insertion_auc": summary(curve_auc(insertion)),
+        "random_deletion_auc": summary(curve_auc(random_deletion)),
+        "random_insertion_auc": summary(curve_auc(random_insertion)),
+        "randomisation_spearman": {k: cascade[-1][k] for k in ("mean", "sd")},
+        "randomisation_cascade": cascade,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def summary(values: np.ndarray | list[float]) -> dict:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return {"mean": None, "sd": None}
@@ -204,17 +228,5 @@ def faithfulness_report(
         trained.model, inputs, noise, targets, steps, seed
     )
     cascade = randomisation_check(trained.model, inputs, targets, method, seed)
-    return {
-        "method": method,
-        "n": len(cases),
-        "n_requested": requested,
-        "target": "the predicted class (at the run's operating threshold)",
-        "steps": steps,
-        "deletion_auc": _summary(curve_auc(deletion)),
-        "insertion_auc": _summary(curve_auc(insertion)),
-        "random_deletion_auc": _summary(curve_auc(random_deletion)),
-        "random_insertion_auc": _summary(curve_auc(random_insertion)),
-        "randomisation_spearman": {k: cascade[-1][k] for k in ("mean", "sd")},
-        "randomisation_cascade": cascade,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    curves = (deletion, insertion, random_deletion, random_insertion)
+    return faithfulness_record(method, len(cases), requested, steps, curves, cascade, start)

@@ -30,11 +30,12 @@ from medsight.data.prepare import prepare_images  # noqa: E402
 from medsight.explain.faithfulness import (  # noqa: E402
     CASCADE,
     STEPS,
-    curve_auc,
+    faithfulness_record,
     perturbation_curves,
     randomised_copy,
     rank_correlation,
     sample_cases,
+    summary,
 )
 from medsight.explain.maps import predicted_classes  # noqa: E402
 from medsight.train.inference import TrainedModel  # noqa: E402
@@ -105,13 +106,6 @@ def random_time_maps(n: int, length: int, rng: np.random.Generator) -> np.ndarra
     return np.stack([np.interp(grid, np.arange(coarse.shape[1]), row) for row in coarse]).astype(np.float32)
 
 
-def _summary(values: list[float] | np.ndarray) -> dict:
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return {"mean": None, "sd": None}
-    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0}
-
-
 def faithfulness_over_time(
     trained: TrainedModel, images: np.ndarray, labels: np.ndarray, fs: float, n: int = 32, seed: int = 0
 ) -> dict:
@@ -131,24 +125,12 @@ def faithfulness_over_time(
         cascade.append(
             {
                 "randomised": name,
-                **_summary([r for r in rhos if r is not None]),
+                **summary([r for r in rhos if r is not None]),
                 "constant_maps": rhos.count(None),
             }
         )
-    return {
-        "method": METHOD,
-        "n": len(cases),
-        "n_requested": n,
-        "target": "the predicted class (at the run's operating threshold)",
-        "steps": STEPS,
-        "deletion_auc": _summary(curve_auc(deletion)),
-        "insertion_auc": _summary(curve_auc(insertion)),
-        "random_deletion_auc": _summary(curve_auc(rand_del)),
-        "random_insertion_auc": _summary(curve_auc(rand_ins)),
-        "randomisation_spearman": {k: cascade[-1][k] for k in ("mean", "sd")},
-        "randomisation_cascade": cascade,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    curves = (deletion, insertion, rand_del, rand_ins)
+    return faithfulness_record(METHOD, len(cases), n, STEPS, curves, cascade, start)
 
 
 def plot_time_explanations(

@@ -44,6 +44,16 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ConfigError(f"norm must be 'batch' or 'group', not {kind!r}.")
 
 
+def conv_stack(in_channels: int, widths: Sequence[int], kernel: int, pool: int, norm: str) -> nn.Sequential:
+    """Average-pool by ``pool``, then a conv block per width."""
+    # a beat at 360 Hz is 250 samples; half that rate keeps the QRS shape at a quarter of the cost
+    blocks: list[nn.Module] = [nn.AvgPool1d(pool)] if pool > 1 else []
+    for width in widths:
+        blocks.append(conv_block(in_channels, width, kernel, norm))
+        in_channels = width
+    return nn.Sequential(*blocks)
+
+
 def conv_block(in_ch: int, out_ch: int, kernel: int, norm: str) -> nn.Sequential:
     """Two same-length convolutions, then a max-pool that halves the length."""
     pad = kernel // 2
@@ -86,15 +96,9 @@ class BeatCNN(nn.Module):
     ) -> None:
         super().__init__()
         _require_1d(spatial_dims, "cnn1d")
-        # a beat at 360 Hz is 250 samples; half that rate keeps the QRS shape at a quarter of the cost
-        blocks: list[nn.Module] = [nn.AvgPool1d(pool)] if pool > 1 else []
-        in_ch = in_channels
-        for width in widths:
-            blocks.append(conv_block(in_ch, width, kernel, norm))
-            in_ch = width
-        self.features = nn.Sequential(*blocks)
+        self.features = conv_stack(in_channels, widths, kernel, pool, norm)
         self.pool = nn.AdaptiveAvgPool1d(1)
-        self.head = ContextHead(in_ch, in_channels, num_classes, dropout)
+        self.head = ContextHead(widths[-1], in_channels, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)).flatten(1), x)
@@ -164,13 +168,8 @@ class ConvRecurrent(nn.Module):
     ) -> None:
         super().__init__()
         _require_1d(spatial_dims, "cnn-gru")
-        blocks: list[nn.Module] = [nn.AvgPool1d(pool)] if pool > 1 else []
-        in_ch = in_channels
-        for width in widths:
-            blocks.append(conv_block(in_ch, width, kernel, norm))
-            in_ch = width
-        self.features = nn.Sequential(*blocks)
-        self.rnn = _recurrent(cell, in_ch, hidden, 1, True, 0.0)
+        self.features = conv_stack(in_channels, widths, kernel, pool, norm)
+        self.rnn = _recurrent(cell, widths[-1], hidden, 1, True, 0.0)
         self.head = ContextHead(4 * hidden, in_channels, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
