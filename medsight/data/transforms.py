@@ -10,6 +10,7 @@ they get amplitude scaling, noise, small shifts in time and slow artefacts (``si
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -83,14 +84,28 @@ def preprocess_images(
     spatial_dims = images.ndim - 2
     if spatial_dims == 1 and intensity == "none" and denoise == "none" and size in (None, images.shape[-1]):
         return torch.as_tensor(images, dtype=torch.float32)  # 1D signals come normalised by their loader
-    steps = [intensity_transform(intensity, images.dtype)]
+    resize_to = size if size and tuple(images.shape[2:]) != (size,) * spatial_dims else None
+    pipeline = _pipeline(intensity, images.dtype, denoise, resize_to, spatial_dims)
+    out = torch.stack(
+        [torch.as_tensor(np.asarray(pipeline(torch.as_tensor(img, dtype=torch.float32)))) for img in images]
+    )
+    if channels and out.shape[1] != channels:
+        out = out.repeat(1, channels, *([1] * spatial_dims)) if channels == 3 else out.mean(1, keepdim=True)
+    return out.float()
+
+
+@functools.lru_cache(maxsize=64)
+def _pipeline(intensity: str, dtype: np.dtype, denoise: str, size: int | None, spatial_dims: int) -> Compose:
+    """The deterministic steps, built once per setting: a server prepares one image per request, and
+    building the MONAI transforms cost more than running them on a small image."""
+    steps = [intensity_transform(intensity, dtype)]
     if denoise == "median":
         steps.append(MedianSmooth(radius=1))
     elif denoise == "gaussian":
         steps.append(GaussianSmooth(sigma=0.75))
     elif denoise != "none":
         raise ConfigError(f"unknown denoise option '{denoise}'; choose none, median or gaussian.")
-    if size and tuple(images.shape[2:]) != (size,) * spatial_dims:
+    if size:
         steps.append(
             Resize(
                 spatial_size=(size,) * spatial_dims,
@@ -98,13 +113,7 @@ def preprocess_images(
                 anti_aliasing=True,
             )
         )
-    pipeline = Compose(steps)
-    out = torch.stack(
-        [torch.as_tensor(np.asarray(pipeline(torch.as_tensor(img, dtype=torch.float32)))) for img in images]
-    )
-    if channels and out.shape[1] != channels:
-        out = out.repeat(1, channels, *([1] * spatial_dims)) if channels == 3 else out.mean(1, keepdim=True)
-    return out.float()
+    return Compose(steps)
 
 
 def standardise(train: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -51,11 +51,6 @@ class LoadedModel:
         return len(self.members) > 1
 
     @property
-    def serves_eager(self) -> bool:
-        """The eager model itself answers: one forward and backward pass give probabilities and Grad-CAM."""
-        return self.serving is self.trained
-
-    @property
     def heatmap_source(self) -> str:
         return describe_heatmap(len(self.members))
 

@@ -111,7 +111,10 @@ def _serving_variant(run_dir: Path, architecture: dict[str, Any]) -> str:
     if (run_dir / ENSEMBLE_FILE).is_file():
         return f"{architecture['model']} (each member eager)"
     serving = run_dir / "serving.json"
-    return json.loads(serving.read_text()).get("variant", "eager") if serving.is_file() else "eager"
+    variant = json.loads(serving.read_text()).get("variant", "eager") if serving.is_file() else "eager"
+    if variant == "eager":
+        return variant
+    return f"{variant}; with a Grad-CAM heatmap, the eager model, whose one pass gives both"
 
 
 def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from medsight.predict.errors import PredictInputError
 from medsight.predict.predictor import LoadedModel, Prediction, Predictor
 from medsight.predict.series import read_stored_series
 from medsight.store import InstanceMeta, Store, User, audit
-from medsight.store.model_cards import resolve_record
+from medsight.store.model_cards import serving_key
 from medsight.store.results import NewResult, ResultRecord, add_result
 
 
@@ -43,7 +43,7 @@ class PredictionService:
 
     def model(self, spec: str | None) -> LoadedModel:
         """``spec`` = NAME, NAME:VERSION, or None for the default model (NotFoundError when unknown)."""
-        found = resolve_record(self.store, spec)
+        found = serving_key(self.store, spec)
         return self.predictor.model(found.name, found.version, found.run_path)
 
     def predict_upload(

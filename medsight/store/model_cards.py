@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ForeignKey, String, select, update
+from sqlalchemy import ForeignKey, String, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -20,7 +20,7 @@ from medsight.store import audit
 from medsight.store.errors import DuplicateError, NotFoundError
 from medsight.store.models import Base, ModelEntry
 from medsight.store.records import ModelRecord
-from medsight.store.registry import _model_record
+from medsight.store.registry import _model_record, model_not_found
 
 if TYPE_CHECKING:
     from medsight.store.store import Store
@@ -106,6 +106,12 @@ def list_carded(store: Store, name: str | None = None) -> list[CardedModel]:
         return _carded(session, list(session.scalars(stmt)))
 
 
+def no_model_yet() -> NotFoundError:
+    return NotFoundError(
+        "no model is registered yet: `medsight models register RUN --name NAME` registers one."
+    )
+
+
 def _default_entry(session: Any) -> ModelEntry:
     marked = session.scalars(
         select(ModelEntry)
@@ -119,9 +125,7 @@ def _default_entry(session: Any) -> ModelEntry:
         ).first()
     )
     if newest is None:
-        raise NotFoundError(
-            "no model is registered yet: `medsight models register RUN --name NAME` registers one."
-        )
+        raise no_model_yet()
     return newest
 
 
@@ -131,13 +135,32 @@ def default_model(store: Store) -> CardedModel:
         return _carded(session, [_default_entry(session)])[0]
 
 
-def resolve_record(store: Store, spec: str | None) -> ModelRecord:
-    """The registry row ``resolve_model`` finds, without reading its card (serving asks on every request)."""
-    if spec is None or not spec.strip():
-        with store.session() as session:
-            return _model_record(_default_entry(session))
-    name, _, version = spec.strip().partition(":")
-    return store.get_model(name, version or None)
+@dataclass(frozen=True)
+class ServingKey:
+    name: str
+    version: str
+    run_path: str
+
+
+def serving_key(store: Store, spec: str | None) -> ServingKey:
+    """Which model ``spec`` names (``resolve_model``'s rules), in one query of three columns: serving
+    asks on every request, and neither the card nor the metrics are needed for it."""
+    name, _, version = (spec or "").strip().partition(":")
+    stmt = select(ModelEntry.name, ModelEntry.version, ModelEntry.run_path)
+    if not name:  # the version marked default, else the newest
+        marked_first = case((ModelCardRow.is_default.is_(True), 0), else_=1)
+        stmt = stmt.outerjoin(ModelCardRow, ModelCardRow.model_id == ModelEntry.id).order_by(marked_first)
+    else:
+        stmt = stmt.where(ModelEntry.name == name)
+        if version:
+            stmt = stmt.where(ModelEntry.version == version)
+    with store.session() as session:
+        row = session.execute(
+            stmt.order_by(ModelEntry.created_at.desc(), ModelEntry.id.desc()).limit(1)
+        ).first()
+    if row is None:
+        raise model_not_found(name, version) if name else no_model_yet()
+    return ServingKey(*row)
 
 
 def resolve_model(store: Store, spec: str | None) -> CardedModel:

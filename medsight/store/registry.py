@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from medsight.store.users import User
 
 
+def model_not_found(name: str, version: str | None) -> NotFoundError:
+    which = f"{name!r} version {version!r}" if version else repr(name)
+    return NotFoundError(f"no model {which} is registered; `medsight models` lists them.")
+
+
 def _model_record(row: ModelEntry) -> ModelRecord:
     return ModelRecord(row.name, row.version, row.run_path, dict(row.metrics or {}), row.created_at)
 
@@ -66,8 +71,7 @@ class RegistryMixin:
         with self.session() as session:
             row = session.scalars(stmt.order_by(ModelEntry.created_at.desc(), ModelEntry.id.desc())).first()
         if row is None:
-            which = f"{name!r} version {version!r}" if version else repr(name)
-            raise NotFoundError(f"no model {which} is registered; `medsight models` lists them.")
+            raise model_not_found(name, version)
         return _model_record(row)
 
     def list_models(self, name: str | None = None) -> list[ModelRecord]:
