@@ -78,6 +78,23 @@ def test_map_has_the_stored_shape_and_lies_in_unit_range(method, spatial_dims, s
     assert not any(hooks), "Grad-CAM's hooks belong on a clone, never on the caller's model"
 
 
+@pytest.mark.parametrize(("spatial_dims", "stored", "size"), [(2, 28, 32), (3, 20, 16)])
+def test_one_pass_class_maps_equal_monai_gradcam(spatial_dims, stored, size, monkeypatch):
+    """CompactResNet's head (average, then one linear layer) makes its class map Grad-CAM's exactly."""
+    from medsight.explain.served import predict_and_gradcam
+
+    trained, _ = _untrained(spatial_dims, stored, size)
+    images = np.random.default_rng(1).integers(0, 256, (4, 1) + (stored,) * spatial_dims).astype(np.uint8)
+    fast = [predict_and_gradcam(trained, image, 0.5) for image in images]
+    monkeypatch.delattr(CompactResNet, "logits_and_class_maps")  # now MONAI's forward + backward pass
+    slow = [predict_and_gradcam(trained, image, 0.5) for image in images]
+    for one, other in zip(fast, slow, strict=True):
+        assert one.target_class == other.target_class
+        np.testing.assert_allclose(one.probabilities, other.probabilities, atol=1e-6)
+        np.testing.assert_allclose(one.map, other.map, atol=1e-5)
+        assert one.map.max() == pytest.approx(1.0)
+
+
 def test_target_class_and_bad_input():
     trained, image = _untrained(2, 28, 32)
     assert explain(trained, image, target_class=1).target_class == 1

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medsight.data.prepare import prepare_images
 from medsight.explain.maps import (
@@ -55,6 +56,8 @@ def predict_and_gradcam(
     flipped, n_flips = _flipped_probabilities(
         trained.model, inputs, tta, trained.info.get("modality", "unknown")
     )
+    if hasattr(trained.model, "logits_and_class_maps"):  # Grad-CAM without its backward pass
+        return _from_class_maps(trained, inputs, flipped, n_flips, threshold, size or image.shape[1:])
     seen: dict[str, np.ndarray] = {}
 
     def pick(logits: torch.Tensor) -> int:
@@ -73,6 +76,33 @@ def predict_and_gradcam(
         cam.nn_module.pick = None
     maps = resize_maps(unit_peak(raw.numpy()), tuple(size or image.shape[1:]))
     return Explanation(maps[0], int(cam.nn_module.class_idx), "gradcam", seen["probabilities"])
+
+
+@torch.no_grad()
+def _from_class_maps(
+    trained: TrainedModel,
+    inputs: torch.Tensor,
+    flipped: torch.Tensor | None,
+    n_flips: int,
+    threshold: float | None,
+    size: Sequence[int],
+) -> Explanation:
+    """``predict_and_gradcam`` for models whose head is average pooling and one linear layer
+    (``CompactResNet.logits_and_class_maps``): the same map as MONAI's Grad-CAM from one forward pass."""
+    if trained.model.training:  # loaded models are in eval mode; eval() walks every module, so only if not
+        trained.model.eval()
+    logits, class_maps = trained.model.logits_and_class_maps(inputs)
+    probabilities = torch.softmax(logits, dim=1)
+    if flipped is not None:
+        probabilities = (probabilities + flipped) / (1 + n_flips)
+    found = probabilities[0].numpy().astype(np.float64)
+    target = int(predicted_classes(found[None], threshold)[0])
+    mode = "bilinear" if inputs.ndim == 4 else "trilinear"  # as MONAI's Grad-CAM upsamples
+    raw = F.interpolate(
+        F.relu(class_maps[:, target : target + 1]), inputs.shape[2:], mode=mode, align_corners=False
+    )
+    maps = resize_maps(unit_peak(raw[:, 0].numpy()), tuple(size))
+    return Explanation(maps[0], target, "gradcam", found)
 
 
 def weighted_maps(

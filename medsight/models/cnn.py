@@ -85,3 +85,15 @@ class CompactResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
+
+    def logits_and_class_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and, per class, Σ_c w_kc A_c over the last stage's activations A.
+
+        The head averages A and applies one linear layer, so the gradient of class k's logit with respect
+        to A_c is w_kc / (number of positions) everywhere: Grad-CAM's map (Selvaraju et al. 2017) is
+        ReLU of this map, up to that positive factor (it is the CAM of Zhou et al. 2016). One forward
+        pass, no backward pass.
+        """
+        features = self.features(self.stem(x))
+        linear = self.head[-1]
+        return self.head(features), torch.einsum("kc,nc...->nk...", linear.weight, features)
