@@ -74,7 +74,7 @@ def section(record: dict, command: str, dataset: str) -> str:
         f"## Export, int8 and pruning ({dataset})",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({threads['torch']} threads), "
+        f"Machine: {m['cpu']} ({m.get('int8_instructions', 'instruction set not recorded')}), {m['cores']} cores, torch {m['torch']} ({threads['torch']} threads), "
         f"ONNX Runtime {m['onnxruntime']} ({threads['onnxruntime_intra_op']} intra-op threads), {m['date']}",
         "",
         "| variant | size (MB) | p50 latency, batch 1 (ms) | p99 (ms) | throughput, batch 64 (images/s) | test AUC |",

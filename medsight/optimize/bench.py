@@ -181,9 +181,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def int8_instructions() -> str:
+    """What the CPU offers int8 kernels: VNNI multiplies int8 in one instruction, AVX2 alone needs three."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2") if f in flags]
+    return (
+        ", ".join(found) + ("" if {"avx512_vnni", "avx_vnni"} & flags else ", no VNNI") if found else "none"
+    )
+
+
 def machine() -> dict:
     return {
         "cpu": cpu_name(),
+        "int8_instructions": int8_instructions(),
         "cores": os.cpu_count(),
         "torch": str(torch.__version__),
         "onnxruntime": onnxruntime.__version__,
