@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,36 +16,9 @@ from rich.table import Table
 
 from medsight.cli import app, console, say
 from medsight.cli.platform import cli_client
-from medsight.errors import MedsightError
 
 models_app = typer.Typer(help="Register trained runs as versioned, servable models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-CSV_FIELDS = ("file", "status", "label", "probabilities", "classes", "threshold", "model", "error")
-BEAT_FIELDS = (
-    "file",
-    "status",
-    "beat",
-    "time_s",
-    "p_pvc",
-    "label",
-    "reference",
-    "beats_from",
-    "model",
-    "error",
-)
-ECG_SUFFIXES = (".hea", ".dat", ".atr", ".npz")
-MASK_FIELDS = (
-    "file",
-    "status",
-    "foreground_share",
-    "threshold",
-    "mask",
-    "overlay",
-    "probs",
-    "seg",
-    "model",
-    "error",
-)
 
 
 @models_app.command("register")
@@ -126,34 +98,6 @@ def _inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _row(path: Path, predictor, model, explain: str, explain_dir: Path | None, index: int) -> dict[str, str]:  # noqa: ANN001
-    from medsight.errors import MedsightError
-    from medsight.predict.errors import UploadTooLargeError
-
-    row = dict.fromkeys(CSV_FIELDS, "") | {"file": str(path), "model": f"{model.name}:{model.version}"}
-    try:
-        if path.stat().st_size > predictor.limits.max_bytes:  # never read a file the limit refuses anyway
-            raise UploadTooLargeError(
-                f"{path.name}: larger than the limit of {predictor.limits.max_bytes} bytes."
-            )
-        prediction = predictor.predict_file(path.read_bytes(), path.name, model, explain)
-    except (MedsightError, OSError) as err:
-        return row | {"status": "refused", "error": str(err)}
-    except Exception as err:  # noqa: BLE001 - a bug on one file must not cost the others their answers
-        return row | {"status": "refused", "error": f"unexpected error ({type(err).__name__}: {err})"}
-    if explain_dir is not None:
-        stem = f"{index:05d}-{path.stem}"
-        (explain_dir / f"{stem}.overlay.png").write_bytes(prediction.overlay_png)
-        (explain_dir / f"{stem}.heatmap.png").write_bytes(prediction.heatmap_png)
-    return row | {
-        "status": "ok",
-        "label": prediction.label,
-        "probabilities": json.dumps([round(p, 6) for p in prediction.probabilities]),
-        "classes": json.dumps(prediction.classes),
-        "threshold": "" if prediction.threshold is None else f"{prediction.threshold:.6g}",
-    }
-
-
 def _load(model: str):  # noqa: ANN202 - a LoadedModel
     """A run folder, or a registered model (NAME or NAME:VERSION)."""
     from medsight.predict import load_model
@@ -192,28 +136,19 @@ def predict(
 
     Exit code 0 when at least one file got a prediction, 1 when every file was refused.
     """
-    from medsight.predict import Limits, Predictor
-    from medsight.progress import progress_bar
+    from medsight.predict import Limits, Predictor, batch
 
-    files = _inputs(inputs)
+    files, limits = _inputs(inputs), Limits(max_bytes=int(max_mb * 2**20))
     if _is_segmentation_run(Path(model)):
         masks_dir = explain_dir or out.with_name(f"{out.stem}_masks")
-        _finish(out, MASK_FIELDS, _segment_all(Path(model), files, masks_dir, int(max_mb * 2**20)))
+        _finish(out, batch.MASK_FIELDS, batch.segment_images(Path(model), files, masks_dir, limits.max_bytes))
         return
     loaded = _load(model)
     if "ecg" in loaded.trained.info:  # a beat classifier: every beat of each ECG record
-        if loaded.is_ensemble:
-            raise MedsightError("ensembles of ECG beat models cannot predict on records yet; use one run.")
-        _finish(out, BEAT_FIELDS, _classify_records(loaded, files, explain_dir))
+        _finish(out, batch.BEAT_FIELDS, batch.classify_records(loaded, files, explain_dir, say))
         return
-    predictor = Predictor(Limits(max_bytes=int(max_mb * 2**20)))
-    if explain_dir is not None:
-        explain_dir.mkdir(parents=True, exist_ok=True)
-    rows = [
-        _row(path, predictor, loaded, explain, explain_dir, i)
-        for i, path in enumerate(progress_bar(files, "predicting"))
-    ]
-    _finish(out, CSV_FIELDS, rows)
+    rows = batch.predict_images(files, Predictor(limits), loaded, explain, explain_dir)
+    _finish(out, batch.IMAGE_FIELDS, rows)
 
 
 def _finish(out: Path, fields: tuple[str, ...], rows: list[dict[str, str]]) -> None:
@@ -225,12 +160,14 @@ def _finish(out: Path, fields: tuple[str, ...], rows: list[dict[str, str]]) -> N
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out, buffer.getvalue())  # a reader never sees half a CSV
-    ok = sum(row["status"] == "ok" for row in rows)
+    answered: dict[str, bool] = {}  # per file (an ECG record has a row per beat)
     for row in rows:
+        answered[row["file"]] = answered.get(row["file"], False) or row["status"] == "ok"
         if row["status"] != "ok":
             say(f"refused  {row['file']}: {row['error'].removeprefix(Path(row['file']).name + ': ')}")
-    say(f"{len(rows)} file(s): {ok} predicted, {len(rows) - ok} refused; results in {out}")
-    if rows and not ok or not rows:
+    ok = sum(answered.values())
+    say(f"{len(answered)} file(s): {ok} predicted, {len(answered) - ok} refused; results in {out}")
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -242,77 +179,3 @@ def _is_segmentation_run(path: Path) -> bool:
     except (OSError, yaml.YAMLError):
         return False  # not a run folder (a registered model's name), or not one we can read: classify
     return (config.get("config") or config).get("task") == "segmentation"
-
-
-def _segment_all(run: Path, files: list[Path], out_dir: Path, max_bytes: int) -> list[dict[str, str]]:
-    from medsight.predict.segmentation import segment_file
-    from medsight.progress import progress_bar
-    from medsight.train.segmentation_inference import load_segmenter
-
-    segmenter = load_segmenter(run)
-    rows = []
-    for i, path in enumerate(progress_bar(files, "segmenting")):
-        row = dict.fromkeys(MASK_FIELDS, "") | {"file": str(path), "model": f"{run.resolve().name}:run"}
-        try:
-            if path.stat().st_size > max_bytes:
-                raise MedsightError(f"{path.name}: larger than the limit of {max_bytes} bytes.")
-            written = segment_file(segmenter, path, out_dir, stem=f"{i:05d}-{path.name.split('.')[0]}")
-        except (MedsightError, OSError) as err:
-            rows.append(row | {"status": "refused", "error": str(err)})
-            continue
-        except Exception as err:  # noqa: BLE001 - a bug on one file must not cost the others their masks
-            rows.append(
-                row | {"status": "refused", "error": f"unexpected error ({type(err).__name__}: {err})"}
-            )
-            continue
-        files_written = {k: str(v) for k, v in written.items() if isinstance(v, Path)}
-        rows.append(
-            row
-            | files_written
-            | {
-                "status": "ok",
-                "foreground_share": f"{written['foreground_share']:.6g}",
-                "threshold": f"{written['threshold']:.6g}",
-            }
-        )
-    return rows
-
-
-def _classify_records(loaded, files: list[Path], plots: Path | None) -> list[dict[str, str]]:  # noqa: ANN001
-    from medsight.predict.ecg import classify_record, plot_record
-    from medsight.progress import progress_bar
-
-    records = sorted(
-        {f.with_suffix("") if f.suffix != ".npz" else f for f in files if f.suffix in ECG_SUFFIXES}
-    )
-    others = [f for f in files if f.suffix not in ECG_SUFFIXES]
-    model = {"model": f"{loaded.name}:{loaded.version}"}
-    rows = [
-        dict.fromkeys(BEAT_FIELDS, "")
-        | model
-        | {
-            "file": str(f),
-            "status": "refused",
-            "error": f"{f.name}: "
-            "not an ECG record; give WFDB records (NAME.hea with NAME.dat) or .npz files.",
-        }
-        for f in others
-    ]
-    for record in progress_bar(records, "classifying beats"):
-        base = dict.fromkeys(BEAT_FIELDS, "") | model | {"file": str(record)}
-        try:
-            prediction = classify_record(loaded.trained, record, log=say)
-        except (MedsightError, OSError) as err:
-            rows.append(base | {"status": "refused", "error": str(err)})
-            continue
-        rows += [
-            base | {"status": "ok"} | {k: v for k, v in r.items() if k != "record"} for r in prediction.rows()
-        ]
-        called = int(prediction.is_pvc.sum())
-        say(f"{record.name}: {len(prediction.beats)} beats ({prediction.beats_from}), {called} called PVC")
-        if plots is not None:
-            plots.mkdir(parents=True, exist_ok=True)
-            plot_record(
-                prediction, loaded.trained.info["ecg"]["settings"], plots / f"{record.name}_strip.png"
-            )
-    return rows

@@ -48,7 +48,6 @@ class RecordPrediction:
         reference = self.reference
         return [
             {
-                "record": self.header.name,
                 "beat": str(i),
                 "time_s": f"{sample / self.fs:.3f}",
                 "p_pvc": f"{p:.6f}",

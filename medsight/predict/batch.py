@@ -1,0 +1,135 @@
+"""Predictions on many files for ``medsight predict``: one CSV row per file (per beat for ECG records).
+
+A file that cannot be used gets a row saying why and never stops the others: a user's mistake
+(a ``MedsightError``, an unreadable file) in its own words, anything else as an unexpected error.
+Three kinds of model, three kinds of row: a classifier labels images (``predict_images``), a
+segmentation run draws masks (``segment_images``), an ECG beat model labels every beat of a record
+(``classify_records``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from medsight.errors import MedsightError
+from medsight.predict.errors import UploadTooLargeError
+from medsight.predict.loaded import LoadedModel
+from medsight.predict.predictor import Predictor
+from medsight.progress import progress_bar
+
+Row = dict[str, str]
+Log = Callable[[str], None]
+IMAGE_FIELDS = ("file", "status", "label", "probabilities", "classes", "threshold", "model", "error")
+MASK_FIELDS = (
+    *("file", "status", "foreground_share", "threshold"),
+    *("mask", "overlay", "probs", "seg", "model", "error"),
+)
+BEAT_FIELDS = (
+    *("file", "status", "beat", "time_s", "p_pvc", "label"),
+    *("reference", "beats_from", "model", "error"),
+)
+ECG_SUFFIXES = (".hea", ".dat", ".atr", ".npz")
+
+
+def _guarded(row: Row, work: Callable[[], Row]) -> Row:
+    """``row`` with the fields ``work`` gives and status ok, or status refused and the reason."""
+    try:
+        return row | {"status": "ok"} | work()
+    except (MedsightError, OSError) as err:
+        return row | {"status": "refused", "error": str(err)}
+    except Exception as err:  # noqa: BLE001 - a bug on one file must not cost the others their answers
+        return row | {"status": "refused", "error": f"unexpected error ({type(err).__name__}: {err})"}
+
+
+def _within(path: Path, max_bytes: int) -> Path:
+    if path.stat().st_size > max_bytes:  # never read a file the limit refuses anyway
+        raise UploadTooLargeError(f"{path.name}: larger than the limit of {max_bytes} bytes.")
+    return path
+
+
+def predict_images(
+    files: list[Path], predictor: Predictor, model: LoadedModel, explain: str, explain_dir: Path | None
+) -> list[Row]:
+    """Label, probabilities and threshold per image; overlay and heatmap PNGs into ``explain_dir``."""
+    if explain_dir is not None:
+        explain_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(index: int, path: Path) -> Row:
+        data = _within(path, predictor.limits.max_bytes).read_bytes()
+        prediction = predictor.predict_file(data, path.name, model, explain)
+        if explain_dir is not None:
+            stem = f"{index:05d}-{path.stem}"
+            (explain_dir / f"{stem}.overlay.png").write_bytes(prediction.overlay_png)
+            (explain_dir / f"{stem}.heatmap.png").write_bytes(prediction.heatmap_png)
+        return {
+            "label": prediction.label,
+            "probabilities": json.dumps([round(p, 6) for p in prediction.probabilities]),
+            "classes": json.dumps(prediction.classes),
+            "threshold": "" if prediction.threshold is None else f"{prediction.threshold:.6g}",
+        }
+
+    base = dict.fromkeys(IMAGE_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
+    return [
+        _guarded(base | {"file": str(path)}, lambda i=i, path=path: one(i, path))
+        for i, path in enumerate(progress_bar(files, "predicting"))
+    ]
+
+
+def segment_images(run: Path, files: list[Path], out_dir: Path, max_bytes: int) -> list[Row]:
+    """A mask per image (PNGs, and a DICOM SEG for a DICOM input) into ``out_dir``."""
+    from medsight.predict.segmentation import segment_file
+    from medsight.train.segmentation_inference import load_segmenter
+
+    segmenter = load_segmenter(run)
+
+    def one(index: int, path: Path) -> Row:
+        stem = f"{index:05d}-{path.name.split('.')[0]}"
+        written = segment_file(segmenter, _within(path, max_bytes), out_dir, stem=stem)
+        return {k: str(v) for k, v in written.items() if isinstance(v, Path)} | {
+            "foreground_share": f"{written['foreground_share']:.6g}",
+            "threshold": f"{written['threshold']:.6g}",
+        }
+
+    base = dict.fromkeys(MASK_FIELDS, "") | {"model": f"{run.resolve().name}:run"}
+    return [
+        _guarded(base | {"file": str(path)}, lambda i=i, path=path: one(i, path))
+        for i, path in enumerate(progress_bar(files, "segmenting"))
+    ]
+
+
+def ecg_records(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """The records among ``files`` (a WFDB record once, whichever of its files were named) and the rest."""
+    files = list(files)
+    records = {f if f.suffix == ".npz" else f.with_suffix("") for f in files if f.suffix in ECG_SUFFIXES}
+    return sorted(records), [f for f in files if f.suffix not in ECG_SUFFIXES]
+
+
+def classify_records(model: LoadedModel, files: list[Path], plots: Path | None, log: Log) -> list[Row]:
+    """A row per beat of each record; a strip plot per record into ``plots``."""
+    from medsight.predict.ecg import classify_record, plot_record
+
+    if model.is_ensemble:
+        raise MedsightError("ensembles of ECG beat models cannot predict on records yet; use one run.")
+    records, others = ecg_records(files)
+    base = dict.fromkeys(BEAT_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
+    rows = [
+        base
+        | {"file": str(f), "status": "refused"}
+        | {"error": f"{f.name}: not an ECG record; give WFDB records (NAME.hea with NAME.dat) or .npz files."}
+        for f in others
+    ]
+    for record in progress_bar(records, "classifying beats"):
+        try:
+            prediction = classify_record(model.trained, record, log=log)
+        except (MedsightError, OSError) as err:
+            rows.append(base | {"file": str(record), "status": "refused", "error": str(err)})
+            continue
+        rows += [base | {"file": str(record), "status": "ok"} | beat for beat in prediction.rows()]
+        called = int(prediction.is_pvc.sum())
+        log(f"{record.name}: {len(prediction.beats)} beats ({prediction.beats_from}), {called} called PVC")
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            plot_record(prediction, model.trained.info["ecg"]["settings"], plots / f"{record.name}_strip.png")
+    return rows
