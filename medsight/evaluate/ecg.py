@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from medsight.data.dataset import ImageDataset  # noqa: E402
 from medsight.data.ecg import BeatSettings, filtered_strip  # noqa: E402
+from medsight.evaluate.plots import save_figure  # noqa: E402
 from medsight.io.ecg import EcgHeader, open_ecg  # noqa: E402
 
 STRIP_SECONDS = 10.0
@@ -192,7 +193,7 @@ def draw_strip(
     ax.legend(loc="upper right", fontsize=7, ncol=4)
     ax.set(xlabel="time (s)", ylabel="mV (filtered)", title=title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_beats(
@@ -215,7 +216,7 @@ def plot_beats(
             ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("sample in the beat window")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ecg_plots(
@@ -229,11 +230,3 @@ def ecg_plots(
         ),
         "ecg_strip": plot_strip(dataset, split, probs, threshold, folder / "ecg_strip.png"),
     }
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -22,7 +22,8 @@ from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 DPI = 110
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Lay out, write as PNG and close (a long run must not keep every figure in memory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -53,7 +54,7 @@ def plot_training_curves(history: list[dict], path: Path) -> Path:
     ax_lr.set(title="Learning rate", xlabel="epoch", ylabel="lr")
     for ax in (ax_loss, ax_auc, ax_lr):
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _both_classes(target: np.ndarray) -> bool:
@@ -94,7 +95,7 @@ def plot_roc(labels, probs, classes: list[str], path: Path, threshold: float | N
     )
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr(labels, probs, classes: list[str], path: Path) -> Path:
@@ -115,7 +116,7 @@ def plot_pr(labels, probs, classes: list[str], path: Path) -> Path:
     )
     ax.legend(loc="lower left", fontsize="small")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> Path:
@@ -136,7 +137,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     ax.set_xticks(ticks, [str(c) for c in classes], rotation=45, ha="right")
     ax.set_yticks(ticks, [str(c) for c in classes])
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(calib: dict, path: Path) -> Path:
@@ -157,7 +158,7 @@ def plot_reliability(calib: dict, path: Path) -> Path:
     ax.legend(loc="upper left", fontsize="small")
     ax_count.bar(centres, counts, width=widths, edgecolor="black", color="tab:grey")
     ax_count.set(xlabel="confidence (max probability)", ylabel="cases")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- examples
@@ -220,4 +221,4 @@ def plot_examples(
     for g, (name, cases) in enumerate(groups.items()):
         group_axes = list(axes[g * rows_per_group : (g + 1) * rows_per_group].ravel())
         _draw_group(group_axes, images, cases, labels, predicted, confidence, classes, name)
-    return _save(fig, path)
+    return save_figure(fig, path)

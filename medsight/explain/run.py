@@ -23,6 +23,7 @@ import yaml  # noqa: E402
 from medsight.data.dataset import ImageDataset  # noqa: E402
 from medsight.data.registry import load_dataset  # noqa: E402
 from medsight.errors import ConfigError, DataNotFoundError  # noqa: E402
+from medsight.evaluate.plots import save_figure  # noqa: E402
 from medsight.evaluate.report import PLOT_CAPTIONS, write_report  # noqa: E402
 from medsight.evaluate.run import EVAL_SPLITS, _notes, _privacy_notes  # noqa: E402
 from medsight.explain.faithfulness import faithfulness_report  # noqa: E402
@@ -64,11 +65,7 @@ def plot_explanations(
                 f"{name}\n{captions[case]}", fontsize=8, color="darkgreen" if name == "correct" else "darkred"
             )
             axes[2 * g + 1, col].imshow(overlay_rgb(images[case], saliency))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def explanation_figures(

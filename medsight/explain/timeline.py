@@ -27,6 +27,7 @@ from torch import nn  # noqa: E402
 
 from medsight.data.dataset import ImageDataset  # noqa: E402
 from medsight.data.prepare import prepare_images  # noqa: E402
+from medsight.evaluate.plots import save_figure  # noqa: E402
 from medsight.explain.faithfulness import (  # noqa: E402
     CASCADE,
     STEPS,
@@ -158,11 +159,7 @@ def plot_time_explanations(
             )
             ax.set_xticks([])
             ax.set_yticks([])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def time_explanation_figures(
