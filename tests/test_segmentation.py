@@ -191,7 +191,9 @@ def test_classification_options_are_refused_for_a_segmentation_import(small_driv
     from medsight.cli import app
 
     result = CliRunner().invoke(app, ["data", "import", str(small_drive), "--size", "64", "--skip-bad"])
-    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)  # `medsight` prints it, exits non-zero
+    assert result.exit_code != 0 and isinstance(
+        result.exception, ConfigError
+    )  # `medsight` prints it, exits non-zero
     assert "--size, --skip-bad: for classification data sets only" in str(result.exception)
     assert not (registry_dir() / "manifest").exists()  # nothing registered
 
