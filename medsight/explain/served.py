@@ -4,7 +4,8 @@ Serving calls a class and explains it on every request. Done step by step, that 
 the probabilities, another inside ``explain`` to choose the class, and a forward and backward pass for
 Grad-CAM. Here Grad-CAM's own forward pass gives the probabilities, and the class to explain is chosen
 from them between the forward and the backward pass (``maps.HookedModel.pick``): one forward and one
-backward pass give both, with the same numbers as the step-by-step path.
+backward pass give both, with the same numbers as the step-by-step path. A model whose head is average
+pooling and one linear layer (``logits_and_class_maps``) needs no backward pass at all.
 """
 
 from __future__ import annotations

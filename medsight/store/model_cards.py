@@ -112,21 +112,20 @@ def no_model_yet() -> NotFoundError:
     )
 
 
+NEWEST_FIRST = (ModelEntry.created_at.desc(), ModelEntry.id.desc())
+
+
+def _default_first(stmt: Any) -> Any:
+    """Order ``stmt`` (over ModelEntry) so the version marked default comes first, then the newest."""
+    marked_first = case((ModelCardRow.is_default.is_(True), 0), else_=1)
+    return stmt.outerjoin(ModelCardRow, ModelCardRow.model_id == ModelEntry.id).order_by(marked_first)
+
+
 def _default_entry(session: Any) -> ModelEntry:
-    marked = session.scalars(
-        select(ModelEntry)
-        .join(ModelCardRow, ModelCardRow.model_id == ModelEntry.id)
-        .where(ModelCardRow.is_default.is_(True))
-    ).first()
-    newest = (
-        marked
-        or session.scalars(
-            select(ModelEntry).order_by(ModelEntry.created_at.desc(), ModelEntry.id.desc())
-        ).first()
-    )
-    if newest is None:
+    entry = session.scalars(_default_first(select(ModelEntry)).order_by(*NEWEST_FIRST).limit(1)).first()
+    if entry is None:
         raise no_model_yet()
-    return newest
+    return entry
 
 
 def default_model(store: Store) -> CardedModel:
@@ -148,16 +147,13 @@ def serving_key(store: Store, spec: str | None) -> ServingKey:
     name, _, version = (spec or "").strip().partition(":")
     stmt = select(ModelEntry.name, ModelEntry.version, ModelEntry.run_path)
     if not name:  # the version marked default, else the newest
-        marked_first = case((ModelCardRow.is_default.is_(True), 0), else_=1)
-        stmt = stmt.outerjoin(ModelCardRow, ModelCardRow.model_id == ModelEntry.id).order_by(marked_first)
+        stmt = _default_first(stmt)
     else:
         stmt = stmt.where(ModelEntry.name == name)
         if version:
             stmt = stmt.where(ModelEntry.version == version)
     with store.session() as session:
-        row = session.execute(
-            stmt.order_by(ModelEntry.created_at.desc(), ModelEntry.id.desc()).limit(1)
-        ).first()
+        row = session.execute(stmt.order_by(*NEWEST_FIRST).limit(1)).first()
     if row is None:
         raise model_not_found(name, version) if name else no_model_yet()
     return ServingKey(*row)
