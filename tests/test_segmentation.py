@@ -228,6 +228,50 @@ def test_hd95_of_shifted_squares_and_empty_predictions():
     assert hd95(np.zeros_like(a), a) is None
 
 
+def test_hd95_is_in_millimetres_along_each_axis_with_anisotropic_spacing():
+    a = np.zeros((40, 40), dtype=bool)
+    a[10:20, 10:20] = True
+    spacing = (2.0, 0.5)  # mm per row, mm per column (array order, as medsight.io gives it)
+    down, right = np.roll(a, 3, axis=0), np.roll(a, 4, axis=1)
+    # by hand: a shift of 3 rows is 3 × 2.0 = 6 mm; a shift of 4 columns is 4 × 0.5 = 2 mm
+    assert hd95(a, down, spacing) == pytest.approx(6.0) and hd95(a, down) == pytest.approx(3.0)
+    assert hd95(a, right, spacing) == pytest.approx(2.0) and hd95(a, right) == pytest.approx(4.0)
+
+
+def _nifti(path: Path, array: np.ndarray, zooms: tuple[float, float]) -> Path:
+    """A 2D NIfTI file of ``array`` (rows, columns) with ``zooms`` (x = columns, y = rows) in mm."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(array.T.astype(np.float32), np.diag([*zooms, 1.0, 1.0]))
+    nib.save(image, path)
+    return path
+
+
+def test_nifti_data_sets_measure_hd95_in_mm_and_png_ones_in_px(tmp_path):
+    from medsight.evaluate.segmentation import evaluate_split, hd95_unit
+
+    truth = np.zeros((24, 24), dtype=np.uint8)
+    truth[6:14, 6:14] = 1
+    rows = []
+    for k in range(3):
+        image = _nifti(tmp_path / f"{k}_image.nii.gz", truth * 100.0 + k, zooms=(0.5, 2.0))
+        mask = _nifti(tmp_path / f"{k}_mask.nii.gz", truth, zooms=(0.5, 2.0))
+        rows.append([image.name, mask.name, f"p{k}", ["train", "val", "test"][k]])
+    header = ["image", "mask", "patient_id", "split"]
+    dataset = read_manifest(write_manifest(tmp_path / "nifti.csv", header, rows), "nifti")
+    assert dataset.splits["test"].spacings == [(2.0, 0.5)] and hd95_unit(dataset) == "mm"
+    shifted = np.roll(truth, 2, axis=0).astype(np.float32)  # 2 rows of 2 mm
+    test = evaluate_split([shifted], dataset.splits["test"], 0.5, n_boot=20, seed=0, unit="mm")
+    assert test["hd95"] == pytest.approx(4.0) and test["per_image"][0]["hd95"] == pytest.approx(4.0)
+
+    for k in range(3):  # the same pictures as PNG carry no spacing: pixels, said so
+        save_png(tmp_path / f"{k}_image.png", truth * 100)
+        save_png(tmp_path / f"{k}_mask.png", truth * 255)
+        rows[k][:2] = [f"{k}_image.png", f"{k}_mask.png"]
+    pictures = read_manifest(write_manifest(tmp_path / "png.csv", header, rows), "png")
+    assert pictures.splits["test"].spacings == [None] and hd95_unit(pictures) == "px"
+
+
 def test_threshold_is_chosen_for_mean_dice_and_cis_bracket_the_mean():
     from medsight.data.segmentation import SegmentationSplit
 
@@ -325,7 +369,7 @@ def test_validation_and_inference_info_of_an_untrained_model(tiny_task):
 
 
 # -- end to end ---------------------------------------------------------------------------------
-def test_train_evaluate_and_segment_a_new_image(small_drive, tmp_path):
+def test_train_evaluate_and_segment_a_new_image(small_drive, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from medsight.cli import app
@@ -356,6 +400,7 @@ def test_train_evaluate_and_segment_a_new_image(small_drive, tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     report = (run / "report.html").read_text()
     assert "Dice (F1)" in report and report.count("data:image/png;base64") >= 3  # curves + 2 overlays
+    assert on_disk["hd95_unit"] == "px" and "HD95 (px)" in report  # PNGs carry no spacing
     assert (run / "plots" / "overlays" / f"{DRIVE_IDS[4]}_image.png").is_file()
 
     segmenter = load_segmenter(run)
@@ -388,6 +433,15 @@ def test_train_evaluate_and_segment_a_new_image(small_drive, tmp_path):
     seg = pydicom.dcmread(rows["fundus.dcm"]["seg"])  # (highdicom's reader wants a slice thickness here)
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == pydicom.dcmread(dicom).StudyInstanceUID
     assert int(seg.pixel_array.sum()) == int((np.asarray(Image.open(rows[png.name]["mask"])) > 0).sum())
+
+    # a DICOM input is read once: the same dataset gives the pixels and is the SEG's source
+    from medsight.data.segmentation import pixel_spacing, read_segmentation_image
+
+    assert pixel_spacing(read_segmentation_image(dicom)) == (0.04, 0.04)
+    reads, dcmread = [], pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: reads.append(a[0]) or dcmread(*a, **k))
+    again = segment_file(segmenter, dicom, tmp_path / "again")
+    assert len(reads) == 1 and pydicom.dcmread(again["seg"]).Modality == "SEG"
 
 
 def _rgb_dicom(png: Path, path: Path) -> Path:

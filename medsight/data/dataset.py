@@ -11,6 +11,7 @@ and several labels per image (``heads``: label name -> classes; labels are then 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,21 +69,7 @@ class ImageDataset:
 
     def info(self) -> dict[str, Any]:
         """A printable summary: sizes, classes, label counts per split, image shape."""
-        info = {
-            "name": self.name,
-            "source": self.source,
-            "modality": self.modality,
-            "spatial_dims": self.spatial_dims,
-            "image_shape": list(self.image_shape),
-            "channels": self.channels,
-            "classes": list(self.classes),
-            "splits": {
-                name: {"size": len(split), "label_counts": split.label_counts(self.n_classes)}
-                for name, split in self.splits.items()
-            },
-            "licence": self.licence,
-            "citation": self.citation,
-        }
+        info = dataset_summary(self, lambda split: split.label_counts(self.n_classes))
         if self.tabular_spec is not None:
             info["tabular"] = self.tabular_names
         if self.heads:
@@ -94,3 +81,26 @@ class ImageDataset:
                 for k, (head, classes) in enumerate(self.heads.items())
             }
         return info
+
+
+def dataset_summary(dataset: Any, label_counts: Callable[[Any], Any]) -> dict[str, Any]:
+    """The summary every kind of data set prints (``medsight data info``, reports).
+
+    What it is and where it came from, its shape and classes, and per split its size and
+    ``label_counts(split)`` (class counts for classification, the foreground share for segmentation).
+    """
+    return {
+        "name": dataset.name,
+        "source": dataset.source,
+        "modality": dataset.modality,
+        "spatial_dims": dataset.spatial_dims,
+        "image_shape": list(dataset.image_shape),
+        "channels": dataset.channels,
+        "classes": list(dataset.classes),
+        "splits": {
+            name: {"size": len(split), "label_counts": label_counts(split)}
+            for name, split in dataset.splits.items()
+        },
+        "licence": dataset.licence,
+        "citation": dataset.citation,
+    }

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from medsight.data.dataset import dataset_summary
 from medsight.data.manifest import SPLIT_ALIASES
 from medsight.data.splits import check_no_patient_leak
 from medsight.errors import BadInputError
-from medsight.io import read_image
+from medsight.io import MedicalImage, read_image
 
 SPLITS = ("train", "val", "test")
 DRIVE_VAL_IMAGES = 4  # of DRIVE's 20 training images, held out (seeded) to choose the checkpoint
@@ -36,6 +37,8 @@ class SegmentationSplit:
     rois: list[np.ndarray | None] = field(default_factory=list)
     patient_ids: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    # each image's pixel size in mm, in array order (None: the format does not know it, e.g. PNG)
+    spacings: list[tuple[float, ...] | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -46,6 +49,7 @@ class SegmentationSplit:
         self.rois.append(case.roi)
         self.patient_ids.append(case.patient_id)
         self.names.append(case.name)
+        self.spacings.append(case.spacing)
 
     def foreground_share(self) -> float:
         """Share of the (in-ROI) pixels that are foreground, over the whole split."""
@@ -75,25 +79,10 @@ class SegmentationDataset:
 
     def info(self) -> dict[str, Any]:
         """A printable summary, in the shape ``ImageDataset.info`` has (reports read either)."""
-        return {
-            "name": self.name,
-            "task": "segmentation",
-            "source": self.source,
-            "modality": self.modality,
-            "spatial_dims": self.spatial_dims,
-            "image_shape": list(self.image_shape),
-            "channels": self.channels,
-            "classes": list(self.classes),
-            "splits": {
-                name: {
-                    "size": len(split),
-                    "label_counts": {"foreground share": round(split.foreground_share(), 4)},
-                }
-                for name, split in self.splits.items()
-            },
-            "licence": self.licence,
-            "citation": self.citation,
-        }
+        summary = dataset_summary(
+            self, lambda split: {"foreground share": round(split.foreground_share(), 4)}
+        )
+        return {"name": summary.pop("name"), "task": "segmentation", **summary}
 
 
 @dataclass
@@ -104,13 +93,14 @@ class Case:
     patient_id: str
     name: str
     split: str | None = None
+    spacing: tuple[float, ...] | None = None  # mm per pixel, array order
 
 
 # --------------------------------------------------------------------------- reading and checking
 
 
-def read_any_image(path: Path) -> np.ndarray:
-    """A channel-first array from PNG/JPEG/DICOM/NIfTI (``medsight.io``), or GIF/TIFF as DRIVE ships."""
+def read_segmentation_image(path: Path) -> MedicalImage:
+    """PNG/JPEG/DICOM/NIfTI as ``medsight.io`` reads them, or GIF/TIFF as DRIVE ships (no spacing)."""
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head[:4] in (b"GIF8", b"II*\x00", b"MM\x00*"):
@@ -121,8 +111,25 @@ def read_any_image(path: Path) -> np.ndarray:
                 array = np.asarray(img.convert("RGB" if img.mode in ("RGB", "RGBA", "P") else "L"))
         except Exception as err:  # Pillow's own error: name the file
             raise BadInputError(f"{path}: cannot decode this image ({type(err).__name__}: {err}).") from err
-        return np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None]
-    return read_image(path).array
+        return MedicalImage(np.moveaxis(array, -1, 0) if array.ndim == 3 else array[None])
+    return read_image(path)
+
+
+def read_any_image(path: Path) -> np.ndarray:
+    """The channel-first array of ``read_segmentation_image``."""
+    return read_segmentation_image(path).array
+
+
+def pixel_spacing(image: MedicalImage) -> tuple[float, ...] | None:
+    """The image's spacing when it gives one positive size per spatial axis, else None.
+
+    A multi-frame DICOM volume carries only its in-plane PixelSpacing: its distances along the
+    frames are unknown, so it counts as having no spacing rather than a wrong one.
+    """
+    spacing = image.spacing
+    if spacing is None or len(spacing) != image.spatial_dims or min(spacing) <= 0:
+        return None
+    return tuple(float(s) for s in spacing)
 
 
 def _one_channel(array: np.ndarray) -> np.ndarray:
@@ -187,11 +194,11 @@ def read_case(image_path: Path, mask_path: Path, roi_path: Path | None, patient_
     for path in (image_path, mask_path, roi_path):
         if path is not None and not path.exists():  # a file, or a DICOM series folder or zip
             raise BadInputError(f"{path}: no such file or series folder.")
-    image = read_any_image(image_path)
+    image = read_segmentation_image(image_path)
     mask = binary_mask(read_any_image(mask_path), mask_path)
     roi = binary_mask(read_any_image(roi_path), roi_path, "roi") if roi_path else None
-    check_pair(image, mask, roi, {"image": image_path, "mask": mask_path, "roi": roi_path})
-    return Case(image, mask, roi, patient_id, name)
+    check_pair(image.array, mask, roi, {"image": image_path, "mask": mask_path, "roi": roi_path})
+    return Case(image.array, mask, roi, patient_id, name, spacing=pixel_spacing(image))
 
 
 # --------------------------------------------------------------------------- splits

@@ -1,8 +1,9 @@
 """Judge a segmentation run: per-image metrics inside the region of interest, means with CIs.
 
 Per image (MONAI metrics, counted only inside the ROI, e.g. DRIVE's field of view): Dice, IoU,
-sensitivity, specificity, pixel AUC and the 95th-percentile Hausdorff distance (in pixels: the
-cases do not carry their spacing yet, so no millimetres even where the image has them). Each is averaged over images, with a percentile bootstrap CI
+sensitivity, specificity, pixel AUC and the 95th-percentile Hausdorff distance: in millimetres
+when every image of the data set carries its pixel size (DICOM, NIfTI), in pixels otherwise (PNG,
+TIFF; a run never mixes the two). Each is averaged over images, with a percentile bootstrap CI
 over images (``metrics.bootstrap_ci``). The probability threshold is chosen on the validation
 images only (the one that maximises their mean Dice); the test images are looked at once.
 """
@@ -25,7 +26,7 @@ from monai.metrics import (
     get_confusion_matrix,
 )
 
-from medsight.data.segmentation import SegmentationSplit
+from medsight.data.segmentation import SegmentationDataset, SegmentationSplit
 from medsight.data.segmentation_registry import load_segmentation_dataset
 from medsight.evaluate.metrics import bootstrap_ci
 from medsight.progress import progress_bar
@@ -42,9 +43,16 @@ def _clean(value: float) -> float | None:
 
 
 def image_metrics(
-    probs: np.ndarray, mask: np.ndarray, roi: np.ndarray | None, threshold: float
+    probs: np.ndarray,
+    mask: np.ndarray,
+    roi: np.ndarray | None,
+    threshold: float,
+    spacing: tuple[float, ...] | None = None,
 ) -> dict[str, float | None]:
-    """Every metric of one image, counted inside ``roi`` (the whole image without one)."""
+    """Every metric of one image, counted inside ``roi`` (the whole image without one).
+
+    ``spacing`` (mm per pixel, array order) puts HD95 in millimetres; without it, in pixels.
+    """
     inside = np.ones(mask.shape, dtype=bool) if roi is None else roi > 0
     predicted = probs >= threshold
     truth = mask > 0
@@ -63,19 +71,33 @@ def image_metrics(
     result["auc"] = (
         _clean(compute_roc_auc(scores, labels)) if 0 < int(labels.sum()) < labels.numel() else None
     )
-    result["hd95"] = hd95(predicted & inside, truth & inside)
+    result["hd95"] = hd95(predicted & inside, truth & inside, spacing)
     return result
 
 
-def hd95(predicted: np.ndarray, truth: np.ndarray) -> float | None:
-    """95th-percentile symmetric Hausdorff distance in pixels; None when either mask is empty."""
+def hd95(predicted: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...] | None = None) -> float | None:
+    """95th-percentile symmetric Hausdorff distance; None when either mask is empty.
+
+    In millimetres with ``spacing`` (mm per pixel along each array axis), in pixels without.
+    """
     if not predicted.any() or not truth.any():
         return None
     as_batch = [torch.as_tensor(a[None, None].astype(np.float32)) for a in (predicted, truth)]
     with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal argument
         warnings.simplefilter("ignore", FutureWarning)
-        distance = compute_hausdorff_distance(*as_batch, include_background=True, percentile=95)
+        distance = compute_hausdorff_distance(
+            *as_batch, include_background=True, percentile=95, spacing=list(spacing) if spacing else None
+        )
     return _clean(distance.item())
+
+
+def hd95_unit(dataset: SegmentationDataset) -> str:
+    """The HD95 unit of a data set: mm when every image carries its pixel size, else px for all.
+
+    One unit per run: a mean of millimetres and pixels would mean nothing.
+    """
+    every = [s for split in dataset.splits.values() for s in split.spacings]
+    return "mm" if every and all(s is not None for s in every) else "px"
 
 
 def choose_threshold(probs: list[np.ndarray], split: SegmentationSplit) -> float:
@@ -132,11 +154,15 @@ def split_probabilities(segmenter: Segmenter, split: SegmentationSplit, name: st
 
 
 def evaluate_split(
-    probs: list[np.ndarray], split: SegmentationSplit, threshold: float, n_boot: int, seed: int
+    probs: list[np.ndarray], split: SegmentationSplit, threshold: float, n_boot: int, seed: int, unit: str
 ) -> dict:
+    """Metrics of every image and their means with CIs; HD95 in ``unit`` ("mm" or "px")."""
+    spacings = split.spacings if unit == "mm" else [None] * len(split)
     per_image = [
-        {"name": name, **image_metrics(p, mask, roi, threshold)}
-        for p, mask, roi, name in zip(probs, split.masks, split.rois, split.names, strict=True)
+        {"name": name, **image_metrics(p, mask, roi, threshold, spacing)}
+        for p, mask, roi, name, spacing in zip(
+            probs, split.masks, split.rois, split.names, spacings, strict=True
+        )
     ]
     summary = summarise(per_image, n_boot, seed)
     summary["dice_at_0_5"] = (
@@ -174,10 +200,12 @@ def evaluate_segmentation_run(run_dir: Path, split: str = "test", *, log: Log = 
         "threshold": threshold,
         "threshold_rule": "mean Dice, chosen on the validation split only",
         "region_of_interest": any(r is not None for r in dataset.splits[split].rois),
-        "hd95_unit": "pixels",
+        "hd95_unit": hd95_unit(dataset),
     }
     for name in probs:
-        metrics[name] = evaluate_split(probs[name], dataset.splits[name], threshold, n_boot, seed)
+        metrics[name] = evaluate_split(
+            probs[name], dataset.splits[name], threshold, n_boot, seed, metrics["hd95_unit"]
+        )
     status = read_status(run_dir)
     metrics["training"] = {
         k: status.get(k) for k in ("epochs_trained", "best_epoch", "train_seconds", "stopped")
@@ -205,5 +233,5 @@ def summary_line(metrics: dict, split: str) -> str:
         value = "n/a" if m.get(key) is None else f"{m[key]:.3f}"
         parts.append(f"{label} {value}{ci_text}")
     hd = m.get("hd95")
-    parts.append(f"HD95 {hd:.1f} px" if hd is not None else "HD95 n/a")
+    parts.append(f"HD95 {hd:.1f} {metrics['hd95_unit']}" if hd is not None else "HD95 n/a")
     return f"{split} ({m['n']} images, threshold {metrics['threshold']:.2f} from val): " + "  ".join(parts)

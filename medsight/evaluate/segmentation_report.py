@@ -38,9 +38,13 @@ HEADLINE = (
     ("sensitivity", "Sensitivity"),
     ("specificity", "Specificity"),
     ("auc", "Pixel AUC (ROC)"),
-    ("hd95", "Hausdorff distance, 95th percentile (pixels; lower is better)"),
+    ("hd95", "Hausdorff distance, 95th percentile ({unit}; lower is better)"),
     ("dice_at_0_5", "Dice at threshold 0.5"),
 )
+UNIT_WORDS = {
+    "mm": "millimetres (from the images' pixel spacing)",
+    "px": "pixels (not every image carries its pixel spacing)",
+}
 ERROR_COLOURS = {"tp": (1.0, 1.0, 1.0), "fp": (0.9, 0.1, 0.1), "fn": (0.2, 0.4, 1.0)}
 
 
@@ -158,8 +162,14 @@ def write_segmentation_outputs(
 
 def _results_section(metrics: dict, split: str) -> str:
     test, val = metrics[split], metrics.get("val") or {}
+    unit = metrics["hd95_unit"]
     rows = [
-        (html.escape(label), fmt(test.get(key)), _fmt_ci(test["ci"].get(key)), fmt(val.get(key)))
+        (
+            html.escape(label.format(unit=unit)),
+            fmt(test.get(key)),
+            _fmt_ci(test["ci"].get(key)),
+            fmt(val.get(key)),
+        )
         for key, label in HEADLINE
     ]
     roi = (
@@ -183,7 +193,7 @@ def _results_section(metrics: dict, split: str) -> str:
             note,
             _table(header, rows),
             f"<h3>Per image ({html.escape(split)})</h3>",
-            _table(("Image", "Dice", "IoU", "Sens.", "Spec.", "AUC", "HD95"), per_image),
+            _table(("Image", "Dice", "IoU", "Sens.", "Spec.", "AUC", f"HD95 ({unit})"), per_image),
         ]
     )
 
@@ -213,7 +223,8 @@ def write_segmentation_report(
             [
                 f"Metrics on the {split} split were computed once, after training; the checkpoint (best "
                 "validation Dice) and the threshold were chosen on the validation split.",
-                "Hausdorff distances are in pixels; they are undefined (n/a) for an image with an empty prediction.",
+                f"Hausdorff distances are in {UNIT_WORDS[metrics['hd95_unit']]}; they are undefined (n/a) "
+                "for an image with an empty prediction.",
             ]
         ),
     ]

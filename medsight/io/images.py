@@ -10,6 +10,7 @@ and uneven spacing corrected).
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,28 @@ def read_image(path: str | Path) -> MedicalImage:
         from medsight.io.series import read_series  # a series is stacked, sorted and made regular there
 
         return read_series(path).to_image()
+    fmt = file_format(path)
+    readers = {"png": _read_pillow, "jpeg": _read_pillow, "dicom": _read_dicom, "nifti": _read_nifti}
+    if fmt not in readers:
+        raise BadInputError(
+            f"{path}: not a PNG, JPEG, DICOM or NIfTI file (checked by content, not by name)."
+        )
+    return _finite(path, _decoded(path, fmt, readers[fmt]))
+
+
+def read_dicom_file(path: str | Path) -> tuple[MedicalImage, Any]:
+    """One DICOM file's image (as ``read_image`` gives it) and its pydicom dataset: the file read once.
+
+    For outputs that join the image's study, e.g. a DICOM SEG over it. The dataset holds the
+    patient's identifiers: keep it no longer than that output needs, and never log it.
+    """
+    path = Path(path)
+    dataset = _decoded(path, "dicom", _dicom_dataset)
+    return _finite(path, _decoded(path, "dicom", lambda _: _dicom_image(dataset, path))), dataset
+
+
+def file_format(path: Path) -> str | None:
+    """A file's format from its content (``sniff_format``); a ``.dcm`` name vouches for DICOM without preamble."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(544)
@@ -63,19 +86,22 @@ def read_image(path: str | Path) -> MedicalImage:
     fmt = sniff_format(head)
     if fmt is None and path.suffix.lower() == ".dcm":
         fmt = "dicom"  # DICOM files without the 128-byte preamble exist in the wild
-    readers = {"png": _read_pillow, "jpeg": _read_pillow, "dicom": _read_dicom, "nifti": _read_nifti}
-    if fmt not in readers:
-        raise BadInputError(
-            f"{path}: not a PNG, JPEG, DICOM or NIfTI file (checked by content, not by name)."
-        )
+    return fmt
+
+
+def _decoded(path: Path, fmt: str, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, with a decoder's own error turned into one that names the file and why."""
     try:
-        image = readers[fmt](path)
+        return read(path)
     except BadInputError:
         raise
-    except Exception as err:  # a decoder's own error: say which file and why
+    except Exception as err:
         raise BadInputError(
             f"{path}: cannot decode this {fmt.upper()} file ({type(err).__name__}: {err})."
         ) from err
+
+
+def _finite(path: Path, image: MedicalImage) -> MedicalImage:
     if not np.all(np.isfinite(image.array)):
         raise BadInputError(f"{path}: the image holds NaN or infinite values.")
     return image
@@ -103,11 +129,20 @@ def _read_pillow(path: Path) -> MedicalImage:
     return MedicalImage(array, None, {"format": "png/jpeg"})
 
 
-def _read_dicom(path: Path) -> MedicalImage:
+def _dicom_dataset(path: Path) -> Any:
     import pydicom
+
+    return pydicom.dcmread(path, force=True)
+
+
+def _read_dicom(path: Path) -> MedicalImage:
+    return _dicom_image(_dicom_dataset(path), path)
+
+
+def _dicom_image(dataset: Any, path: Path) -> MedicalImage:
+    """The pixels of a read DICOM dataset, rescaled, MONOCHROME1 flipped, channel-first."""
     from pydicom.pixels import apply_rescale
 
-    dataset = pydicom.dcmread(path, force=True)
     if "PixelData" not in dataset:
         raise BadInputError(f"{path}: this DICOM file has no pixel data (it is not an image).")
     pixels = dataset.pixel_array

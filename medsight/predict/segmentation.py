@@ -12,13 +12,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from medsight.data.segmentation import binary_mask, check_pair, read_any_image
 from medsight.errors import BadInputError
-from medsight.io import sniff_format
+from medsight.io.images import file_format, read_dicom_file
 from medsight.train.segmentation_inference import Segmenter, load_segmenter
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
@@ -83,6 +84,17 @@ def read_roi(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
     return roi
 
 
+def read_input(image_path: Path) -> tuple[np.ndarray, Any | None]:
+    """The image to segment and, for one DICOM file, its dataset (the SEG's source), the file read once.
+
+    A series folder gets no dataset: its SEG is not made here yet.
+    """
+    if image_path.is_file() and file_format(image_path) == "dicom":
+        image, dataset = read_dicom_file(image_path)
+        return image.array, dataset
+    return read_any_image(image_path), None
+
+
 def segment_file(
     run: Path | Segmenter,
     image_path: Path,
@@ -98,7 +110,7 @@ def segment_file(
     defaults to the file name without its suffixes.
     """
     segmenter = run if isinstance(run, Segmenter) else load_segmenter(run)
-    image = read_any_image(image_path)
+    image, source = read_input(image_path)
     roi = read_roi(roi_path, image, image_path) if roi_path else None
     result = segment_array(segmenter, image, roi)
     stem = stem or image_path.name.split(".")[0]
@@ -110,7 +122,7 @@ def segment_file(
     if result.mask.ndim == 2:
         outputs["mask"] = mask_png(result.mask)
         outputs["probs"] = _probs_png(result.probabilities)
-    seg = _seg_for_dicom(image_path, result.mask, segmenter.info)
+    seg = dicom_seg([source], result.mask, segmenter.info) if source is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     for kind, data in outputs.items():
         path = out_dir / f"{stem}_{kind}.png"
@@ -120,18 +132,6 @@ def segment_file(
         written["seg"] = out_dir / f"{stem}_seg.dcm"
         seg.save_as(written["seg"])
     return written
-
-
-def _seg_for_dicom(image_path: Path, mask: np.ndarray, info: dict):  # noqa: ANN202 - a highdicom Segmentation
-    """A DICOM SEG when the input is one DICOM image (a series folder's SEG is not made here yet)."""
-    if not image_path.is_file():
-        return None
-    with open(image_path, "rb") as handle:
-        if sniff_format(handle.read(132)) != "dicom":
-            return None
-    import pydicom
-
-    return dicom_seg([pydicom.dcmread(image_path)], mask, info)
 
 
 def _probs_png(probs: np.ndarray) -> bytes:
