@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, machine, publish
 
 from medsight.evaluate.run import evaluate_run
 from medsight.train.config import TrainConfig
@@ -49,6 +46,7 @@ def run_one(seed: int, workdir: Path) -> dict:
     return {
         "seed": seed,
         **{k: test[k] for k in KEYS},
+        "hd95_unit": metrics["hd95_unit"],
         "ci": {k: test["ci"].get(k) for k in KEYS},
         "val_dice": metrics["val"]["dice"],
         "threshold": metrics["threshold"],
@@ -92,7 +90,8 @@ def mean_sd(values: list[float]) -> str:
 
 def table(runs: list[dict], human: float | None) -> str:
     lines = [
-        "| seed | val Dice | test Dice [95% CI] | IoU | sensitivity | specificity | pixel AUC | HD95 (px) "
+        "| seed | val Dice | test Dice [95% CI] | IoU | sensitivity | specificity | pixel AUC "
+        f"| HD95 ({runs[0]['hd95_unit']}) "
         "| threshold | epochs (best) | training | evaluation |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -131,8 +130,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    add_output_options(parser)
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory(prefix="medsight-drive-") as tmp:
@@ -143,20 +141,13 @@ def main() -> None:
         "MEDSIGHT_DATA=../shared/data .venv/bin/python benchmarks/drive.py "
         f"--seeds {' '.join(map(str, args.seeds))}"
     )
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}"
-    )
     section = (
         "## DRIVE retinal vessel segmentation with the defaults\n\n"
-        f"Command: `{command}`  \nMachine: {machine}\n\n"
+        f"Command: `{command}`  \nMachine: {machine()}\n\n"
         "Data: DRIVE (Staal et al., IEEE TMI 2004); train on `training` (16 + 4 validation), report on "
         "`test` vs `1st_manual` inside the FOV mask.\n\n" + table(runs, second_observer_dice())
     )
-    write_section(section, args.out, MARKER)
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=2))
-    print(section)
+    publish(args, section, MARKER, runs)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, machine, publish
 
+from medsight.data.registry import load_dataset
 from medsight.evaluate.metrics import rank_auc
 from medsight.train.config import TrainConfig
 from medsight.train.inference import load_trained_model
@@ -67,6 +65,7 @@ def run_one(arm: str, seed: int, workdir: Path, overrides: dict) -> dict:
         "sensitivity": test["sensitivity"],
         "ppv": test["ppv"],
         "val_auc": metrics["val"]["auc"],
+        "threshold_rule": metrics["threshold_rule"],
         "epochs": metrics["training"]["epochs_trained"],
         "seconds": time.perf_counter() - started,
         "signal_weight": weights[0] if weights else None,
@@ -156,6 +155,21 @@ def verdict(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def data_line(runs: list[dict]) -> str:
+    """The records of each split and the test beats, read from the data set, and the threshold rule."""
+    dataset = load_dataset(ARMS["signal"][0])
+    records = dataset.extra["ecg"]["records"]
+    test = dataset.splits["test"].labels
+    positive = dataset.classes[1]
+    rules = sorted({r["threshold_rule"] for r in runs})
+    return (
+        f"Test records {', '.join(records['test'])} ({int((test == 1).sum())} {positive.upper()} of {len(test)} "
+        f"beats); validation records {', '.join(records['val'])}; training records "
+        f"{', '.join(records['train'])}. Threshold (sensitivity, PPV): {'; '.join(rules)}. "
+        "CIs: 95% stratified bootstrap over test beats.\n\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,11 +178,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["signal", "feature", "late"], choices=list(ARMS))
     parser.add_argument("--reference", action="store_true", help="also train the 'channels' arm (mitdb-pvc)")
     parser.add_argument("--epochs", type=int, help="override the resolved epochs (short development runs)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument(
-        "--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone"
-    )
+    add_output_options(parser)
     args = parser.parse_args()
     arms = list(dict.fromkeys(args.arms + (["channels"] if args.reference else [])))
     overrides = {"bootstrap": 1000} | ({"epochs": args.epochs} if args.epochs else {})
@@ -186,26 +196,16 @@ def main() -> None:
         + (" --reference" if args.reference else "")
         + (f" --epochs {args.epochs}" if args.epochs else "")
     )
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}"
-    )
     section = (
         "## Multimodal fusion: ECG beats + RR intervals (MIT-BIH, PVC vs other, inter-patient)\n\n"
-        f"Command: `{command}`  \nMachine: {machine}\n\n"
-        "Test records 104, 105, 116 (152 PVC of 7210 beats); validation records 106, 114, 121. "
-        "Threshold chosen on validation (Youden). CIs: 95% stratified bootstrap over test beats.\n\n"
+        f"Command: `{command}`  \nMachine: {machine()}\n\n"
+        + data_line(runs)
         + table(runs, arms)
         + "\n"
         + verdict(runs)
         + "\n"
     )
-    if not args.no_write:
-        write_section(section, args.out, MARKER)
-    if args.json:
-        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
-        args.json.write_text(json.dumps(clean, indent=2))
-    print(section)
+    publish(args, section, MARKER, [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, publish
 from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def main() -> None:
     )
     parser.add_argument("--copies", type=int, default=10, help="copies of the 28-file series")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is reported")
-    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    add_output_options(parser)
     args = parser.parse_args()
     os.environ.pop("MEDSIGHT_DB_URL", None)  # SQLite rows must be SQLite; PostgreSQL gets its own URL
     load_before = os.getloadavg()
@@ -287,10 +287,7 @@ def main() -> None:
         "cpu": f"{cpu:.1f}",
         "bound": f"{2000 / cpu:.0f}",
     }
-    text = section(results, extra, args)
-    print(text)
-    write_section(text, args.out, MARKER)
-    print(f"written to {args.out}")
+    publish(args, section(results, extra, args), MARKER, {"files_per_second": results, **extra})
 
 
 if __name__ == "__main__":

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, machine, publish
 
 from medsight.train.config import TrainConfig
 from medsight.workflows import train_and_evaluate
@@ -116,8 +114,7 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    add_output_options(parser)
     args = parser.parse_args()
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="medsight-bench-") as tmp:
@@ -131,17 +128,12 @@ def main() -> None:
         "MEDSIGHT_DATA=../shared/data .venv/bin/python benchmarks/medmnist.py "
         + f"--datasets {' '.join(args.datasets)} --seeds {' '.join(map(str, args.seeds))}"
     )
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"(network threads: {torch.get_num_threads()}, one more core augments), {time.strftime('%Y-%m-%d')}"
+    threads = f"network threads: {torch.get_num_threads()}, one more core augments"
+    section = (
+        f"## MedMNIST with the defaults\n\nCommand: `{command}`  \nMachine: {machine()} ({threads})\n\n"
+        + "\n".join(table(d, runs) for d, runs in results.items())
     )
-    section = f"## MedMNIST with the defaults\n\nCommand: `{command}`  \nMachine: {machine}\n\n" + "\n".join(
-        table(d, runs) for d, runs in results.items()
-    )
-    write_section(section, args.out, MARKER)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(section)
+    publish(args, section, MARKER, results)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ issue's targets into BENCHMARKS.md between the ``<!-- optimize-benchmark -->`` m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, publish
 
 from medsight.optimize.bench import Timing, bench_run
 from medsight.optimize.export import export_run
@@ -113,8 +112,7 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=5.0, help="least seconds of batch-1 timing per variant"
     )
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, help="also write the bench record here")
+    add_output_options(parser)
     args = parser.parse_args()
     timing = Timing(seconds=args.seconds, throughput_seconds=min(3.0, args.seconds))
     with tempfile.TemporaryDirectory(prefix="medsight-optimize-bench-") as tmp:
@@ -127,10 +125,7 @@ def main() -> None:
         ["MEDSIGHT_DATA=../shared/data .venv/bin/python benchmarks/optimize.py", *sys.argv[1:]]
     )
     text = section(record, command, args.dataset if args.run is None else str(args.run))
-    write_section(text, args.out, MARKER)
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2))
-    print(text)
+    publish(args, text, MARKER, record)
 
 
 if __name__ == "__main__":

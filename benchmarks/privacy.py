@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, machine, publish
 
 from medsight.train.config import TrainConfig
 from medsight.workflows import train_and_evaluate
@@ -77,15 +74,11 @@ def row(runs: list[dict]) -> str:
 
 
 def section(dataset: str, groups: list[list[dict]], command: str, seeds: list[int]) -> str:
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}"
-    )
     lines = [
         f"## Differential privacy on {dataset}",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine}; {len(seeds)} seed(s) per row ({', '.join(map(str, seeds))}).",
+        f"Machine: {machine()}; {len(seeds)} seed(s) per row ({', '.join(map(str, seeds))}).",
         "",
         "| setting | ε spent | δ | noise multiplier | test AUC | test ACC (val threshold) | epochs | wall time |",
         "|---|---|---|---|---|---|---|---|",
@@ -109,8 +102,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, help="override the data-derived epochs (smoke runs)")
     parser.add_argument("--tiny", action="store_true", help="tiny network and 32-pixel inputs (smoke runs)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    add_output_options(parser)
     args = parser.parse_args()
     extra = {**(TINY if args.tiny else {}), **({"epochs": args.epochs} if args.epochs else {})}
     groups: list[list[dict]] = []
@@ -128,10 +120,7 @@ def main() -> None:
         + (" --tiny" if args.tiny else "")
     )
     text = section(args.dataset, groups, command, args.seeds)
-    write_section(text, args.out, MARKER)
-    if args.json:
-        args.json.write_text(json.dumps(groups, indent=2))
-    print(text)
+    publish(args, text, MARKER, groups)
 
 
 if __name__ == "__main__":
