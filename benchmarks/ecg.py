@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, machine, publish
 
 from medsight.data.registry import load_dataset
 from medsight.train.config import TrainConfig
@@ -140,9 +137,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--model", help="a 1D model (cnn1d, lstm, gru, cnn-gru); default: medsight's")
     parser.add_argument("--epochs", type=int, help="default: derived from the data")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    add_output_options(parser)
     args = parser.parse_args()
     splits = load_dataset(DATASET).extra["ecg"]["records"]
     runs = []
@@ -157,16 +152,7 @@ def main() -> None:
     command += (f" --model {args.model}" if args.model else "") + (
         f" --epochs {args.epochs}" if args.epochs else ""
     )
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}"
-    )
-    text = section(runs, splits, command, machine)
-    if not args.no_write:
-        write_section(text, args.out, MARKER)
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=2))
-    print(text)
+    publish(args, section(runs, splits, command, machine()), MARKER, runs)
 
 
 if __name__ == "__main__":
