@@ -67,6 +67,38 @@ def test_one_pass_gives_the_step_by_step_answer(run_dir: Path) -> None:
         assert fused.map.shape == image.shape[1:] and fused.map.max() == pytest.approx(1.0)
 
 
+def test_served_class_maps_run_in_onnx_runtime_with_the_eager_answer(run_dir: Path) -> None:
+    loaded = load_model(run_dir, "lesions", "1")
+    assert loaded.class_maps is not None  # CompactResNet's head: Grad-CAM from one ORT pass
+    for image in _test_images(4):
+        served = predict_and_gradcam(
+            loaded.trained, image, loaded.threshold, tta=True, class_maps=loaded.class_maps
+        )
+        eager = predict_and_gradcam(loaded.trained, image, loaded.threshold, tta=True)
+        np.testing.assert_allclose(served.probabilities, eager.probabilities, atol=1e-5)
+        assert served.target_class == eager.target_class
+        np.testing.assert_allclose(served.map, eager.map, atol=1e-4)
+
+
+def test_a_class_map_graph_that_differs_from_the_eager_model_is_not_used(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsight.optimize import class_maps
+
+    trained = load_trained_model(run_dir)
+    export = class_maps._onnx_bytes
+
+    def perturbed(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+        other = load_trained_model(run_dir).model
+        with torch.no_grad():
+            other.head[-1].bias.add_(0.1)
+        return export(other, example)
+
+    monkeypatch.setattr(class_maps, "_onnx_bytes", perturbed)
+    assert class_maps.class_map_pass(trained.model, trained.spec) is None
+    assert class_maps.class_map_pass(torch.nn.Linear(2, 2), trained.spec) is None  # no such head
+
+
 def test_ensemble_serves_its_mean_and_its_members_map(
     ensemble_dir: Path, run_dir: Path, store: Store, tmp_path: Path, run_cli
 ) -> None:

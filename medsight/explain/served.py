@@ -10,7 +10,7 @@ pooling and one linear layer (``logits_and_class_maps``) needs no backward pass 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,17 +28,33 @@ from medsight.explain.maps import (
 )
 from medsight.train.inference import TrainedModel, flip_combinations, tta_axes
 
+ClassMapPass = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _flips(trained: TrainedModel, inputs: torch.Tensor, tta: bool) -> list[tuple[int, ...]]:
+    """The test-time flips ``TrainedModel.predict_images`` averages (none without ``tta``)."""
+    modality = trained.info.get("modality", "unknown")
+    return flip_combinations(tta_axes(modality, inputs.ndim - 2)) if tta else []
+
 
 @torch.no_grad()
 def _flipped_probabilities(
-    model: torch.nn.Module, inputs: torch.Tensor, tta: bool, modality: str
+    model: torch.nn.Module, inputs: torch.Tensor, flips: list[tuple[int, ...]]
 ) -> tuple[torch.Tensor | None, int]:
     """Sum of the softmax over the test-time flips of one input (one batched pass), and their count."""
-    flips = flip_combinations(tta_axes(modality, inputs.ndim - 2)) if tta else []
     if not flips:
         return None, 0
     batch = torch.cat([torch.flip(inputs, dims=dims) for dims in flips])
     return torch.softmax(model.eval()(batch), dim=1).sum(dim=0, keepdim=True), len(flips)
+
+
+def _eager_class_maps(model: torch.nn.Module) -> ClassMapPass | None:
+    """The eager ``logits_and_class_maps`` of a model with such a head (in eval mode), else None."""
+    if not hasattr(model, "logits_and_class_maps"):
+        return None
+    if model.training:  # loaded models are in eval mode; eval() walks every module, so only if not
+        model.eval()
+    return model.logits_and_class_maps
 
 
 def predict_and_gradcam(
@@ -48,17 +64,22 @@ def predict_and_gradcam(
     *,
     tta: bool = False,
     size: Sequence[int] | None = None,
+    class_maps: ClassMapPass | None = None,
 ) -> Explanation:
     """One stored image (C, *spatial): its probabilities (averaged over test-time flips when ``tta``, as
     ``TrainedModel.predict_images`` does), and the Grad-CAM of the class they call at ``threshold``,
-    resized to ``size`` (default: the image's own)."""
+    resized to ``size`` (default: the image's own).
+
+    ``class_maps``: the model's ``logits_and_class_maps`` pass run elsewhere (ONNX Runtime,
+    ``optimize.class_maps``), checked to match the eager one."""
     check_images(trained, image[None])
     inputs = prepare_images(image[None], trained.spec)
-    flipped, n_flips = _flipped_probabilities(
-        trained.model, inputs, tta, trained.info.get("modality", "unknown")
-    )
-    if hasattr(trained.model, "logits_and_class_maps"):  # Grad-CAM without its backward pass
-        return _from_class_maps(trained, inputs, flipped, n_flips, threshold, size or image.shape[1:])
+    flips = _flips(trained, inputs, tta)
+    size = tuple(size or image.shape[1:])
+    one_pass = class_maps or _eager_class_maps(trained.model)
+    if one_pass is not None:  # Grad-CAM without its backward pass
+        return _from_class_maps(one_pass, inputs, flips, threshold, size)
+    flipped, n_flips = _flipped_probabilities(trained.model, inputs, flips)
     seen: dict[str, np.ndarray] = {}
 
     def pick(logits: torch.Tensor) -> int:
@@ -75,34 +96,30 @@ def predict_and_gradcam(
             raw = cam(inputs).detach()[:, 0]
     finally:
         cam.nn_module.pick = None
-    maps = resize_maps(unit_peak(raw.numpy()), tuple(size or image.shape[1:]))
+    maps = resize_maps(unit_peak(raw.numpy()), size)
     return Explanation(maps[0], int(cam.nn_module.class_idx), "gradcam", seen["probabilities"])
 
 
 @torch.no_grad()
 def _from_class_maps(
-    trained: TrainedModel,
+    one_pass: ClassMapPass,
     inputs: torch.Tensor,
-    flipped: torch.Tensor | None,
-    n_flips: int,
+    flips: list[tuple[int, ...]],
     threshold: float | None,
-    size: Sequence[int],
+    size: tuple[int, ...],
 ) -> Explanation:
     """``predict_and_gradcam`` for models whose head is average pooling and one linear layer
-    (``CompactResNet.logits_and_class_maps``): the same map as MONAI's Grad-CAM from one forward pass."""
-    if trained.model.training:  # loaded models are in eval mode; eval() walks every module, so only if not
-        trained.model.eval()
-    logits, class_maps = trained.model.logits_and_class_maps(inputs)
-    probabilities = torch.softmax(logits, dim=1)
-    if flipped is not None:
-        probabilities = (probabilities + flipped) / (1 + n_flips)
-    found = probabilities[0].numpy().astype(np.float64)
+    (``CompactResNet.logits_and_class_maps``): the same map as MONAI's Grad-CAM from one forward pass,
+    the test-time flips riding in the same batch."""
+    batch = torch.cat([inputs, *[torch.flip(inputs, dims=dims) for dims in flips]])
+    logits, class_maps = one_pass(batch)
+    found = torch.softmax(logits, dim=1).mean(dim=0).numpy().astype(np.float64)
     target = int(predicted_classes(found[None], threshold)[0])
     mode = "bilinear" if inputs.ndim == 4 else "trilinear"  # as MONAI's Grad-CAM upsamples
     raw = F.interpolate(
-        F.relu(class_maps[:, target : target + 1]), inputs.shape[2:], mode=mode, align_corners=False
+        F.relu(class_maps[:1, target : target + 1]), inputs.shape[2:], mode=mode, align_corners=False
     )
-    maps = resize_maps(unit_peak(raw[:, 0].numpy()), tuple(size))
+    maps = resize_maps(unit_peak(raw[:, 0].numpy()), size)
     return Explanation(maps[0], target, "gradcam", found)
 
 

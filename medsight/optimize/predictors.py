@@ -62,8 +62,9 @@ class TorchScriptPredictor(EagerPredictor):
             return self.model(inputs["image"], inputs["tabular"]).numpy()
 
 
-def ort_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime CPU session, all graph optimisations on, intra-op threads = cores."""
+def ort_session(model: Path | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session over a file or a graph in memory, all graph optimisations on,
+    intra-op threads = cores unless ``threads`` says."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -72,7 +73,8 @@ def ort_session(path: Path, threads: int | None = None):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers are noise to a user
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxPredictor:

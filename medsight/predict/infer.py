@@ -1,9 +1,11 @@
 """The model's part of a prediction: probabilities, the class they call, and the map of that class.
 
-When Grad-CAM is asked for (the usual case) of one model, the eager model's one forward and one
-backward pass give all three (``explain.served.predict_and_gradcam``). Otherwise the serving variant
-(ONNX, int8, an ensemble's mean) gives the probabilities, and the eager models then draw the map of
-the class they call: an ensemble's map is its members' maps, weighted as its probabilities are.
+When Grad-CAM is asked for (the usual case) of one model, one pass gives all three
+(``explain.served.predict_and_gradcam``): for a model with an average-pooling and linear head, one
+forward pass in ONNX Runtime (``optimize.class_maps``), else the eager model's forward and backward
+pass. Otherwise the serving variant (ONNX, int8, an ensemble's mean) gives the probabilities, and the
+eager models then draw the map of the class they call: an ensemble's map is its members' maps,
+weighted as its probabilities are.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ def infer(model: LoadedModel, image: np.ndarray, method: str, size: Sequence[int
     from medsight.explain.served import predict_and_gradcam, weighted_maps
 
     start = time.perf_counter()
-    # Grad-CAM needs the eager model's forward and backward pass whatever variant serves; that forward
-    # pass gives the probabilities too, so a faster variant would only add a pass (measured: 15 ms
-    # per request in all instead of 19 with int8 serving). The variant answers when no such pass is made.
+    # Grad-CAM's pass gives the probabilities too, so the serving variant would only add a pass
+    # (measured: 15 ms per request in all instead of 19 with int8 serving). It answers when no map is made
+    # that way.
     if method == "gradcam" and not model.is_ensemble:
-        found = predict_and_gradcam(model.trained, image, model.threshold, tta=model.tta, size=size)
+        found = predict_and_gradcam(
+            model.trained, image, model.threshold, tta=model.tta, size=size, class_maps=model.class_maps
+        )
         return Inferred(found.probabilities, found.target_class, found.map, _ms(start), 0.0)
     probabilities = np.asarray(model.serving.predict_images(image[None], tta=model.tta)[0])
     index = predicted_class(probabilities, model.threshold)

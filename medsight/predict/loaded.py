@@ -32,6 +32,7 @@ class LoadedModel:
     serving: Any  # predict_images(images, tta=...): a ServableModel variant, an Ensemble, or members[0]
     tta: bool
     threshold: float | None  # the operating point chosen on validation, for this run or ensemble
+    class_maps: Any = None  # a checked ONNX Runtime pass giving logits and Grad-CAM maps (optimize.class_maps)
 
     @property
     def trained(self) -> TrainedModel:
@@ -110,4 +111,17 @@ def load_model(run_dir: Path, name: str, version: str) -> LoadedModel:
         return _load_ensemble(run_dir, name, version)
     trained = load_trained_model(run_dir)
     serving = _serving_variant(run_dir, trained)
-    return LoadedModel(name, version, run_dir, [trained], [1.0], serving, run_tta(run_dir), trained.threshold)
+    loaded = LoadedModel(name, version, run_dir, [trained], [1.0], serving, run_tta(run_dir), trained.threshold)
+    loaded.class_maps = _class_map_pass(trained)
+    return loaded
+
+
+def _class_map_pass(trained: TrainedModel) -> Any:
+    """Heatmap requests (most of them) run on this pass when the model has the head it needs."""
+    if not hasattr(trained.model, "logits_and_class_maps"):
+        return None  # no need to load the exporter
+    import torch
+
+    from medsight.optimize.class_maps import class_map_pass
+
+    return class_map_pass(trained.model, trained.spec, threads=torch.get_num_threads())
