@@ -249,8 +249,9 @@ def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, shared_data, tm
     assert ecg["test"]["pvcs"] == sum(row["pvcs"] for row in ecg["test"]["per_record"]) > 0
     report = (run / "report.html").read_text()
     assert "PVC detection per record" in report and f"<td>{test_records[0]}</td>" in report
-    for plot in ("ecg_strip", "examples", "explanations"):
+    for plot in ("ecg_strip", "examples", "explanations", "ecg_saliency"):
         assert (run / "plots" / f"{plot}.png").stat().st_size > 5000, plot
+    assert 'alt="ecg_saliency"' in report
     assert metrics["faithfulness"]["method"] == "occlusion over time"
 
     # new records through `medsight predict`: an annotated npz (its reference beside each call), a WFDB
@@ -302,3 +303,43 @@ def test_recurrent_model_exports_to_onnx_and_quantizes_dynamically(tmp_path):
     quantize_dynamic_int8(tmp_path / "lstm.onnx", tmp_path / "lstm.int8.onnx")
     quantized = ort.InferenceSession(str(tmp_path / "lstm.int8.onnx"))
     np.testing.assert_allclose(quantized.run(None, {"input": x.numpy()})[0], expected, atol=0.05)
+
+
+def test_saliency_over_time_follows_the_weights_and_is_drawn_under_the_strip(shared_data, tmp_path):
+    from PIL import Image
+
+    from medsight.evaluate.ecg import draw_strip
+    from medsight.explain.faithfulness import randomised_copy, rank_correlation
+    from medsight.explain.timeline import occlusion_over_time
+
+    header = open_ecg(shared_data / "ecg" / "mitdb" / "119.npz")  # a quarter of its beats are PVCs
+    beats = record_beats(header, **QUIET)
+    inputs, labels = torch.from_numpy(beat_inputs(beats)), torch.from_numpy(beats.is_pvc.astype(np.int64))
+    torch.manual_seed(0)
+    model = build_model("cnn1d", 1, inputs.shape[1], 2, widths=[8, 16])
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):  # a few seconds: enough to tell PVCs apart on the record it learns from
+        batch = torch.randint(0, len(inputs), (64,))
+        loss = torch.nn.functional.cross_entropy(model.train()(inputs[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    pvcs = np.flatnonzero(beats.is_pvc)[:8]
+    targets = np.ones(len(pvcs), dtype=np.int64)
+    maps = occlusion_over_time(model, inputs[pvcs], targets)
+    assert maps.shape == (len(pvcs), inputs.shape[-1]) and np.allclose(maps.max(axis=1), 1.0)
+    # Adebayo et al.'s sanity check: a map that survives re-initialised weights explains the signal, not the model
+    randomised = occlusion_over_time(randomised_copy(model, 1.0), inputs[pvcs], targets)
+    rhos = [rank_correlation(a, b) for a, b in zip(maps, randomised, strict=True)]
+    assert np.mean([r for r in rhos if r is not None]) < 0.5, rhos
+
+    settings, start = BeatSettings(), int(beats.samples[pvcs[0]]) - 360
+    shown = np.flatnonzero((beats.samples >= start) & (beats.samples < start + 3600))
+    maps_shown = occlusion_over_time(model, inputs[shown], labels[shown].numpy())
+    saliency = dict(zip(shown.tolist(), maps_shown, strict=True))
+    called = beats.is_pvc  # the reference as the calls: the drawing is under test here, not the model
+    plain = draw_strip(header, settings, start, beats.samples, called, called, "t", tmp_path / "plain.png")
+    under = draw_strip(
+        header, settings, start, beats.samples, called, called, "t", tmp_path / "saliency.png", saliency
+    )
+    assert Image.open(under).height > Image.open(plain).height  # the saliency panel below the trace

@@ -10,6 +10,7 @@ record with every beat coloured by what the model called it.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -129,6 +130,61 @@ def busiest_stretch(samples: np.ndarray, weight: np.ndarray, width: int) -> int:
     return int(max(0, starts[int(np.argmax(totals))])) if len(starts) else 0
 
 
+@dataclass
+class StripView:
+    """Which 10 s of which record a split's strip shows, and every beat of that record with its calls."""
+
+    header: EcgHeader
+    settings: BeatSettings
+    start: int
+    rows: np.ndarray  # the record's beats as row indices of the split
+    samples: np.ndarray  # their R peaks
+    predicted: np.ndarray  # called PVC
+    truth: np.ndarray  # annotated PVC
+    title: str
+
+    def in_strip(self) -> np.ndarray:
+        """Positions (into ``rows``) of the beats that the strip shows."""
+        stop = self.start + round(STRIP_SECONDS * self.header.fs)
+        return np.flatnonzero((self.samples >= self.start) & (self.samples < stop))
+
+    def draw(
+        self, path: Path, title: str | None = None, saliency: dict[int, np.ndarray] | None = None
+    ) -> Path:
+        return draw_strip(
+            self.header,
+            self.settings,
+            self.start,
+            self.samples,
+            self.predicted,
+            self.truth,
+            title or self.title,
+            path,
+            saliency,
+        )
+
+
+def strip_view(
+    dataset: ImageDataset, split: str, probs: np.ndarray, threshold: float, record: str | None = None
+) -> StripView:
+    """The record with most PVCs (or ``record``), at its busiest 10 s of PVCs and errors."""
+    info = dataset.extra["ecg"]
+    settings = BeatSettings(**{**info["settings"], "baseline_s": tuple(info["settings"]["baseline_s"])})
+    split_data = dataset.splits[split]
+    records = split_data.patient_ids
+    labels, samples = split_data.labels, info["beat_samples"][split]
+    predicted = probs[:, PVC] >= threshold
+    if record is None:
+        record = max(sorted(set(records.tolist())), key=lambda r: (labels[records == r].sum(), r))
+    rows = np.flatnonzero(records == record)
+    header = open_ecg(info["record_paths"][record])
+    truth = labels[rows] == PVC
+    wrong = predicted[rows] != truth
+    start = busiest_stretch(samples[rows], truth + 2 * wrong, round(STRIP_SECONDS * header.fs))
+    title = f"record {record} ({split})"
+    return StripView(header, settings, start, rows, samples[rows], predicted[rows], truth, title)
+
+
 def plot_strip(
     dataset: ImageDataset,
     split: str,
@@ -138,29 +194,7 @@ def plot_strip(
     record: str | None = None,
 ) -> Path:
     """10 s of one record (the one with most PVCs, at its busiest), beats coloured by prediction."""
-    info = dataset.extra["ecg"]
-    settings = BeatSettings(**{**info["settings"], "baseline_s": tuple(info["settings"]["baseline_s"])})
-    split_data = dataset.splits[split]
-    records = split_data.patient_ids
-    labels, samples = split_data.labels, info["beat_samples"][split]
-    predicted = probs[:, PVC] >= threshold
-    if record is None:
-        record = max(sorted(set(records.tolist())), key=lambda r: (labels[records == r].sum(), r))
-    mine = records == record
-    header = open_ecg(info["record_paths"][record])
-    width = round(STRIP_SECONDS * header.fs)
-    wrong = predicted[mine] != (labels[mine] == PVC)
-    start = busiest_stretch(samples[mine], labels[mine] + 2 * wrong, width)
-    return draw_strip(
-        header,
-        settings,
-        start,
-        samples[mine],
-        predicted[mine],
-        labels[mine] == PVC,
-        f"record {record} ({split})",
-        path,
-    )
+    return strip_view(dataset, split, probs, threshold, record).draw(path)
 
 
 def draw_strip(
@@ -172,11 +206,22 @@ def draw_strip(
     truth: np.ndarray | None,
     title: str,
     path: Path,
+    saliency: dict[int, np.ndarray] | None = None,
 ) -> Path:
-    """``STRIP_SECONDS`` of a record from ``start``, each beat coloured by prediction (shape: the truth)."""
+    """``STRIP_SECONDS`` of a record from ``start``, each beat coloured by prediction (shape: the truth).
+
+    ``saliency`` (beat position in ``samples`` -> its map over the beat window, 0..1) adds a panel
+    under the trace with each beat's map at the times it covers.
+    """
     stop = min(header.n_samples, start + round(STRIP_SECONDS * header.fs))
     strip = filtered_strip(header, start, stop, settings)
-    fig, ax = plt.subplots(figsize=(13, 3.4))
+    if saliency is None:
+        fig, ax = plt.subplots(figsize=(13, 3.4))
+    else:
+        fig, (ax, below) = plt.subplots(
+            2, 1, figsize=(13, 4.8), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+        )
+        _draw_saliency(below, saliency, samples, predicted, settings)
     ax.plot((start + np.arange(len(strip))) / header.fs, strip, color="0.25", linewidth=0.8)
     for i in np.flatnonzero((samples >= start) & (samples < stop)):
         x, y = samples[i] / header.fs, strip[samples[i] - start]
@@ -191,9 +236,24 @@ def draw_strip(
         ax.scatter([], [], color="w", edgecolor="k", marker="v", label="annotated PVC")
         ax.scatter([], [], color="w", edgecolor="k", marker="o", label="annotated other")
     ax.legend(loc="upper right", fontsize=7, ncol=4)
-    ax.set(xlabel="time (s)", ylabel="mV (filtered)", title=title)
+    ax.set(ylabel="mV (filtered)", title=title)
+    ax.set_xlim(start / header.fs, stop / header.fs)
+    (ax if saliency is None else below).set_xlabel("time (s)")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def _draw_saliency(
+    ax, saliency: dict[int, np.ndarray], samples: np.ndarray, predicted: np.ndarray, settings: BeatSettings
+) -> None:
+    """Each beat's map over the window it was classified from, in the colour of its call."""
+    for i, weights in saliency.items():
+        times = (samples[i] - settings.before + np.arange(len(weights))) / settings.fs
+        colour = "tab:red" if predicted[i] else "tab:blue"
+        ax.fill_between(times, 0, weights, color=colour, alpha=0.35, linewidth=0)
+        ax.plot(times, weights, color=colour, linewidth=0.7)
+    ax.set(ylim=(0, 1.05), ylabel="saliency")
+    ax.grid(alpha=0.3)
 
 
 def plot_beats(

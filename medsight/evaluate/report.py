@@ -37,6 +37,9 @@ PLOT_CAPTIONS = {
     "(bottom).",
     "ecg_strip": "Ten seconds of one held-out record, filtered; every annotated beat marked by what the model "
     "called it (colour) and what the reference annotation says (shape).",
+    "ecg_saliency": "The same ten seconds with, under each beat, its saliency over time (occlusion: how much "
+    "the probability of the class the model called drops when 50 ms around that moment are hidden; each beat's "
+    "peak is 1).",
     "explanations": "Where the model looked: test cases (most confident correct, then most confident wrong), "
     "each above its saliency map for the predicted class (red = most important).",
 }

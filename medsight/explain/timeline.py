@@ -27,6 +27,7 @@ from torch import nn  # noqa: E402
 
 from medsight.data.dataset import ImageDataset  # noqa: E402
 from medsight.data.prepare import prepare_images  # noqa: E402
+from medsight.evaluate.ecg import strip_view  # noqa: E402
 from medsight.evaluate.plots import save_figure  # noqa: E402
 from medsight.explain.faithfulness import (  # noqa: E402
     CASCADE,
@@ -162,6 +163,21 @@ def plot_time_explanations(
     return save_figure(fig, path)
 
 
+def saliency_strip(
+    trained: TrainedModel, dataset: ImageDataset, split: str, probs: np.ndarray, path: Path
+) -> Path:
+    """The report's strip (``evaluate/ecg.py``) with each beat's occlusion map drawn under it."""
+    view = strip_view(dataset, split, probs, trained.threshold)
+    shown = view.in_strip()
+    rows = view.rows[shown]
+    images = dataset.splits[split].images[rows]
+    targets = predicted_classes(probs[rows], trained.threshold)
+    maps = time_maps(trained, prepare_images(images, trained.spec), targets, view.settings.fs)
+    saliency = dict(zip(shown.tolist(), maps, strict=True))
+    title = f"{view.title}: beats and what each call rested on ({METHOD}, predicted class)"
+    return view.draw(path, title, saliency)
+
+
 def time_explanation_figures(
     run_dir: Path,
     trained: TrainedModel,
@@ -173,7 +189,8 @@ def time_explanation_figures(
     seed: int = 0,
     time_budget_s: float | None = None,
 ) -> tuple[dict[str, Path], dict]:
-    """``plots/explanations.png`` for 1D runs and the faithfulness block (see module docstring).
+    """``plots/explanations.png`` for 1D runs and the faithfulness block (see module docstring); for
+    ECG beats of whole records also ``plots/ecg_saliency.png``, the strip with saliency under each beat.
 
     ``time_budget_s`` scores fewer beats (at least 4) when ``n`` would take longer.
     """
@@ -192,7 +209,11 @@ def time_explanation_figures(
         for t, p, c in zip(labels, predicted, confidence, strict=True)
     ]
     path = plot_time_explanations(images, maps, cases, captions, Path(run_dir) / "plots" / "explanations.png")
+    figures = {"explanations": path}
+    if "record_paths" in dataset.extra.get("ecg", {}):  # beats of whole records: a strip can be drawn
+        strip = Path(run_dir) / "plots" / "ecg_saliency.png"
+        figures["ecg_saliency"] = saliency_strip(trained, dataset, split, probs, strip)
     if time_budget_s is not None:
         n = min(n, affordable_beats(trained, images[:1], fs, time_budget_s))
     scores = faithfulness_over_time(trained, images, labels, fs, n=n, seed=seed)
-    return {"explanations": path}, {**scores, "split": split}
+    return figures, {**scores, "split": split}
