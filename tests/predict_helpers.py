@@ -96,3 +96,74 @@ def two_channel_nifti() -> bytes:
 
     volume = np.zeros((32, 32, 1, 2), dtype=np.float32)
     return nib.Nifti1Image(volume, np.eye(4)).to_bytes()
+
+
+def tiny_segmentation_run(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 2-epoch U-Net on six real DRIVE photographs shrunk 4x (~5 s), once per test session; the run
+    folder and the folder of its PNGs (``NN_image.png``, ``NN_mask.png``, ``NN_roi.png``)."""
+    from conftest import SHARED_DATA
+    from test_segmentation import DRIVE_IDS, _drive_file, _small, write_manifest
+
+    from medsight.data.segmentation_registry import import_segmentation
+    from medsight.workflows import train_and_evaluate
+
+    base = factory.getbasetemp()
+    run_dir, pictures = base / "predict-tiny-segmentation", base / "predict-tiny-drive"
+    if read_status(run_dir).get("status") == "complete":
+        return run_dir, pictures
+    pictures.mkdir(exist_ok=True)
+    rows = []
+    for number, split in zip(DRIVE_IDS, ["train", "train", "train", "val", "test", "test"], strict=True):
+        for kind, column in (("images", "image"), ("1st_manual", "mask"), ("mask", "roi")):
+            _small(_drive_file(SHARED_DATA, kind, number), nearest=kind != "images").save(
+                pictures / f"{number}_{column}.png"
+            )
+        rows.append([f"{number}_image.png", f"{number}_mask.png", f"{number}_roi.png", f"p{number}", split])
+    manifest = write_manifest(
+        pictures / "manifest.csv", ["image", "mask", "roi", "patient_id", "split"], rows
+    )
+    config = TrainConfig(
+        dataset="tiny-drive",
+        task="segmentation",
+        task_options={"patch_size": [32, 32], "patches_per_epoch": 64},
+        model_options={"channels": [8, 16, 32]},
+        epochs=2,
+        batch_size=8,
+        bootstrap=50,
+        num_workers=0,
+        lr=1e-2,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDSIGHT_HOME", str(factory.mktemp("segmentation-home")))
+        patch.setenv("MEDSIGHT_DATA", str(SHARED_DATA))
+        import_segmentation(manifest, name="tiny-drive")
+        train_and_evaluate(config, run_dir, log=lambda _: None)
+    return run_dir, pictures
+
+
+def tiny_ecg_run(factory: pytest.TempPathFactory) -> Path:
+    """A 1-epoch 1D CNN beat model on three real MIT-BIH records (~10 s), once per test session."""
+    from conftest import SHARED_DATA
+    from test_ecg import TINY_RECORDS
+
+    from medsight.workflows import train_and_evaluate
+
+    run_dir = factory.getbasetemp() / "predict-tiny-ecg"
+    if read_status(run_dir).get("status") == "complete":
+        return run_dir
+    data = factory.mktemp("ecg-data")
+    (data / "ecg" / "mitdb").mkdir(parents=True)
+    for record in TINY_RECORDS:
+        (data / "ecg" / "mitdb" / f"{record}.npz").symlink_to(SHARED_DATA / "ecg" / "mitdb" / f"{record}.npz")
+    config = TrainConfig(
+        dataset="mitdb-pvc",
+        epochs=1,
+        bootstrap=50,
+        num_workers=0,
+        model_options={"widths": [8, 16], "kernel": 5},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDSIGHT_HOME", str(factory.mktemp("ecg-home")))
+        patch.setenv("MEDSIGHT_DATA", str(data))
+        train_and_evaluate(config, run_dir, log=lambda _: None)
+    return run_dir

@@ -139,12 +139,12 @@ def predict(
     from medsight.predict import Limits, Predictor, batch
 
     files, limits = _inputs(inputs), Limits(max_bytes=int(max_mb * 2**20))
-    if _is_segmentation_run(Path(model)):
-        masks_dir = explain_dir or out.with_name(f"{out.stem}_masks")
-        _finish(out, batch.MASK_FIELDS, batch.segment_images(Path(model), files, masks_dir, limits.max_bytes))
-        return
     loaded = _load(model)
-    if "ecg" in loaded.trained.info:  # a beat classifier: every beat of each ECG record
+    if loaded.task == "segmentation":  # a run folder or a registered segmentation model
+        masks_dir = explain_dir or out.with_name(f"{out.stem}_masks")
+        _finish(out, batch.MASK_FIELDS, batch.segment_images(loaded, files, masks_dir, limits.max_bytes))
+        return
+    if loaded.task == "ecg":  # a beat classifier: every beat of each ECG record
         _finish(out, batch.BEAT_FIELDS, batch.classify_records(loaded, files, explain_dir, say))
         return
     rows = batch.predict_images(files, Predictor(limits), loaded, explain, explain_dir)
@@ -169,13 +169,3 @@ def _finish(out: Path, fields: tuple[str, ...], rows: list[dict[str, str]]) -> N
     say(f"{len(answered)} file(s): {ok} predicted, {len(answered) - ok} refused; results in {out}")
     if not ok:
         raise typer.Exit(1)
-
-
-def _is_segmentation_run(path: Path) -> bool:
-    import yaml
-
-    try:
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return False  # not a run folder (a registered model's name), or not one we can read: classify
-    return (config.get("config") or config).get("task") == "segmentation"

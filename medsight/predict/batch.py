@@ -77,22 +77,21 @@ def predict_images(
     ]
 
 
-def segment_images(run: Path, files: list[Path], out_dir: Path, max_bytes: int) -> list[Row]:
+def segment_images(model: LoadedModel, files: list[Path], out_dir: Path, max_bytes: int) -> list[Row]:
     """A mask per image (PNGs, and a DICOM SEG for a DICOM input) into ``out_dir``."""
     from medsight.predict.segmentation import segment_file
-    from medsight.train.segmentation_inference import load_segmenter
 
-    segmenter = load_segmenter(run)
+    assert model.segmenter is not None, "a segmentation model"
 
     def one(index: int, path: Path) -> Row:
         stem = f"{index:05d}-{path.name.split('.')[0]}"
-        written = segment_file(segmenter, _within(path, max_bytes), out_dir, stem=stem)
+        written = segment_file(model.segmenter, _within(path, max_bytes), out_dir, stem=stem)
         return {k: str(v) for k, v in written.items() if isinstance(v, Path)} | {
             "foreground_share": f"{written['foreground_share']:.6g}",
             "threshold": f"{written['threshold']:.6g}",
         }
 
-    base = dict.fromkeys(MASK_FIELDS, "") | {"model": f"{run.resolve().name}:run"}
+    base = dict.fromkeys(MASK_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
     return [
         _guarded(base | {"file": str(path)}, lambda i=i, path=path: one(i, path))
         for i, path in enumerate(progress_bar(files, "segmenting"))

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from medsight.data.prepare import InputSpec
 from medsight.io.images import MedicalImage
 from medsight.predict.errors import IncompatibleImageError
+from medsight.train.segmentation_inference import SegmentationSpec
 
 DISPLAY_MAX_SIDE = 1024  # explanations are drawn on at most this many pixels a side
 
 
-def _spatial(array: np.ndarray, spec: InputSpec, name: str) -> np.ndarray:
+def _spatial(array: np.ndarray, spec: InputSpec | SegmentationSpec, name: str) -> np.ndarray:
     dims = array.ndim - 1
     if dims == 3 and spec.spatial_dims == 2 and array.shape[1] == 1:
         return array[:, 0]  # one slice of a volume (a single-frame NIfTI or DICOM) is a 2D image
@@ -35,7 +36,7 @@ def _spatial(array: np.ndarray, spec: InputSpec, name: str) -> np.ndarray:
     )
 
 
-def _channels(array: np.ndarray, spec: InputSpec, name: str) -> np.ndarray:
+def _channels(array: np.ndarray, spec: InputSpec | SegmentationSpec, name: str) -> np.ndarray:
     have, want = array.shape[0], spec.channels
     if have == want:
         return array
@@ -62,10 +63,19 @@ def _value_range(array: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.clip(np.rint(array), 0, top).astype(dtype)
 
 
+def conform_layout(image: MedicalImage, spec: InputSpec | SegmentationSpec, name: str) -> np.ndarray:
+    """(C, *spatial) float32 in the spec's dimensions and channels, values as they were.
+
+    A segmentation model normalises each image itself (``SegmentationSpec.intensity``), some in the
+    scanner's own units (CT), so its input keeps its values; a classifier's gets ``conform``.
+    """
+    array = _spatial(np.asarray(image.array, dtype=np.float32), spec, name)
+    return _channels(array, spec, name)
+
+
 def conform(image: MedicalImage, spec: InputSpec, name: str) -> np.ndarray:
     """(C, *spatial) in the spec's channels and stored type, at the image's own size."""
-    array = _spatial(np.asarray(image.array, dtype=np.float32), spec, name)
-    return _value_range(_channels(array, spec, name), spec)
+    return _value_range(conform_layout(image, spec, name), spec)
 
 
 def display_copy(array: np.ndarray) -> np.ndarray:

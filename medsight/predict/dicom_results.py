@@ -2,7 +2,8 @@
 
 - a Comprehensive SR: the finding (the predicted class), its probability, the operating threshold,
   the algorithm (model name and version, TID 4019) and a reference to the source image;
-- the overlay (image + heatmap) as an RGB Secondary Capture in a new series of the same study.
+- the overlay (image + heatmap) as an RGB Secondary Capture in a new series of the same study;
+- a segmentation model's mask as a binary DICOM SEG over the image, in a new series of its study.
 
 Both are made from the stored, de-identified source: patient and study attributes are copied from
 it by highdicom, so they carry pseudonyms and shifted dates only. The class labels are model
@@ -34,6 +35,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from medsight import __version__
 from medsight.predict.predictor import Prediction
+from medsight.predict.segmentation import dicom_seg
+from medsight.predict.served_segmentation import SegmentationPrediction
 
 SCHEME = "99MEDSIGHT"  # private coding scheme for model classes (PS3.16 8.2: 99 prefix = local)
 MANUFACTURER = "medsight"
@@ -169,6 +172,15 @@ def result_objects(prediction: Prediction, source: Dataset) -> list[Dataset]:
     with warnings.catch_warnings():  # a pseudonymised name has one component, which highdicom doubts
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         return [structured_report(prediction, header), overlay_capture(prediction, header)]
+
+
+def segmentation_object(prediction: SegmentationPrediction, source: Dataset) -> Dataset:
+    """The mask as a binary DICOM SEG over ``source`` (a stored, de-identified image), in its study."""
+    with warnings.catch_warnings():  # as above: a pseudonym has one name component
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        seg = dicom_seg([_header(source)], prediction.mask, prediction.info)
+    seg.SeriesDescription = f"medsight segmentation ({prediction.model['name']})"[:64]
+    return seg
 
 
 def to_bytes(dataset: Dataset) -> bytes:

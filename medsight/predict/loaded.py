@@ -1,5 +1,9 @@
 """Models in service: a registered run or ensemble folder, loaded once, with what a prediction needs.
 
+Three tasks are served (``served_task``): a classifier labels an image, a segmentation run draws a
+mask (its ``segmenter``, the one ``medsight predict`` uses), an ECG beat model labels every beat of a
+record (its ``trained`` model, whose inference info carries the beat settings).
+
 A run answers with the fastest checked variant ``medsight bench`` recorded in ``serving.json`` (else the
 eager model), with the test-time flips its evaluation used, so the probability is the one the
 validation threshold was chosen on. An ensemble folder (``medsight ensemble``) answers with the
@@ -17,7 +21,8 @@ from typing import Any
 import yaml
 
 from medsight.data.prepare import InputSpec
-from medsight.train.inference import TrainedModel, load_trained_model
+from medsight.train.inference import TrainedModel, load_checkpoint, load_trained_model
+from medsight.train.segmentation_inference import Segmenter, load_segmenter
 
 ENSEMBLE_FILE = "ensemble.json"  # what marks an ensemble's folder (medsight.optimize.ensemble)
 
@@ -32,7 +37,13 @@ class LoadedModel:
     serving: Any  # predict_images(images, tta=...): a ServableModel variant, an Ensemble, or members[0]
     tta: bool
     threshold: float | None  # the operating point chosen on validation, for this run or ensemble
-    class_maps: Any = None  # a checked ONNX Runtime pass giving logits and Grad-CAM maps (optimize.class_maps)
+    class_maps: Any = None  # a checked ONNX Runtime pass: logits and Grad-CAM maps (optimize.class_maps)
+    segmenter: Segmenter | None = None  # a segmentation run's model (then ``members`` is empty)
+
+    @property
+    def task(self) -> str:
+        """classification, segmentation or ecg."""
+        return "segmentation" if self.segmenter is not None else served_task(self.trained.info)
 
     @property
     def trained(self) -> TrainedModel:
@@ -67,6 +78,30 @@ def heatmap_source(run_dir: Path) -> str:
     """``describe_heatmap`` for a run or ensemble folder, without loading any weights."""
     record = Path(run_dir) / ENSEMBLE_FILE
     return describe_heatmap(len(json.loads(record.read_text())["members"]) if record.is_file() else 1)
+
+
+def served_task(info: dict[str, Any]) -> str:
+    """What a model's inference info says it serves: segmentation, ecg (a beat model) or classification."""
+    if info.get("task") == "segmentation":
+        return "segmentation"
+    return "ecg" if "ecg" in info else "classification"
+
+
+def run_info(run_dir: Path) -> dict[str, Any]:
+    """The inference info of a run's checkpoint (an ensemble's: its first member's)."""
+    record = Path(run_dir) / ENSEMBLE_FILE
+    if record.is_file():
+        run_dir = Path(json.loads(record.read_text())["members"][0])
+    return load_checkpoint(Path(run_dir) / "checkpoint.pt").get("inference") or {}
+
+
+def is_segmentation_run(run_dir: Path) -> bool:
+    """From the run's recorded config (cheap: no weights are read)."""
+    try:
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # not a run folder (a registered model's name), or not one we can read: classify
+    return (config.get("config") or config).get("task") == "segmentation"
 
 
 def run_tta(run_dir: Path) -> bool:
@@ -109,9 +144,15 @@ def load_model(run_dir: Path, name: str, version: str) -> LoadedModel:
     run_dir = Path(run_dir)
     if (run_dir / ENSEMBLE_FILE).is_file():
         return _load_ensemble(run_dir, name, version)
+    if is_segmentation_run(run_dir):
+        segmenter = load_segmenter(run_dir)
+        threshold = segmenter.threshold
+        return LoadedModel(name, version, run_dir, [], [], segmenter, False, threshold, segmenter=segmenter)
     trained = load_trained_model(run_dir)
     serving = _serving_variant(run_dir, trained)
-    loaded = LoadedModel(name, version, run_dir, [trained], [1.0], serving, run_tta(run_dir), trained.threshold)
+    loaded = LoadedModel(
+        name, version, run_dir, [trained], [1.0], serving, run_tta(run_dir), trained.threshold
+    )
     loaded.class_maps = _class_map_pass(trained)
     return loaded
 

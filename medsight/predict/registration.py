@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from medsight.errors import BadInputError, DataNotFoundError
-from medsight.predict.loaded import ENSEMBLE_FILE, heatmap_source
+from medsight.predict.loaded import ENSEMBLE_FILE, heatmap_source, run_info, served_task
 from medsight.store import Store, User
 from medsight.store.model_cards import CardedModel, list_carded, register_with_card
 from medsight.train.run_folder import read_status
@@ -25,6 +25,12 @@ DEFAULT_INTENDED_USE = (
     "Research and demonstration only. Not a medical device: not for diagnosis or treatment decisions."
 )
 HEADLINE = ("auc", "acc", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+# a segmentation run's metrics are over images (Dice per image, CIs over images); auc is per pixel
+SEGMENTATION_HEADLINE = ("dice", "iou", "sensitivity", "specificity", "auc", "hd95", "dice_at_0_5")
+EXPLANATIONS = {
+    "segmentation": "none: the mask is the answer; the probability map is served as the heatmap",
+    "ecg": "none served: each beat's probability is the answer (occlusion over time is in the run's report)",
+}
 
 
 def dataset_facts(name: str) -> dict[str, Any]:
@@ -52,14 +58,14 @@ def dataset_facts(name: str) -> dict[str, Any]:
     }
 
 
-def _split_metrics(block: dict[str, Any]) -> dict[str, Any]:
+def _split_metrics(block: dict[str, Any], headline: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
     """Headline metrics with their bootstrap CIs, the split's size and prevalence, and calibration."""
     ci = block.get("ci") or {}
     return {
         "n": block.get("n"),
         "prevalence": block.get("prevalence"),
         "n_boot": block.get("n_boot"),
-        "metrics": {k: {"value": block[k], "ci95": ci.get(k)} for k in HEADLINE if block.get(k) is not None},
+        "metrics": {k: {"value": block[k], "ci95": ci.get(k)} for k in headline if block.get(k) is not None},
         "confusion_matrix": block.get("confusion_matrix"),
         "ece": (block.get("calibration") or {}).get("ece"),
     }
@@ -123,38 +129,80 @@ def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] |
     architecture = {"model": settings.get("model"), "options": settings.get("model_options")}
     if settings.get("kind") == "ensemble":
         settings, fingerprint, architecture = _ensemble_config(run_dir, settings)
+    info = run_info(run_dir)
+    task = served_task(info)
     dataset = dataset_facts(str(metrics.get("dataset") or settings.get("dataset")))
     dataset.update({"n_train": fingerprint.get("n_train"), "modality": fingerprint.get("modality")})
-    splits = {s: _split_metrics(metrics[s]) for s in ("val", "test") if isinstance(metrics.get(s), dict)}
-    classes = (metrics.get("test") or metrics.get("val") or {}).get("classes")
+    headline = SEGMENTATION_HEADLINE if task == "segmentation" else HEADLINE
+    splits = {
+        s: _split_metrics(metrics[s], headline) for s in ("val", "test") if isinstance(metrics.get(s), dict)
+    }
+    classes = (metrics.get("test") or metrics.get("val") or {}).get("classes") or info.get("classes")
     return {
+        "task": task,
         "dataset": dataset,
         "classes": classes,
         "architecture": architecture,
-        "input": {"image_size": settings.get("image_size"), "channels": fingerprint.get("channels")},
+        "input": _input_facts(task, settings, fingerprint, info),
         "metrics": splits,
         "threshold": {"value": metrics.get("threshold"), "how_chosen": metrics.get("threshold_rule")},
         "calibration": {split: block["ece"] for split, block in splits.items()},
         "intended_use": intended_use or DEFAULT_INTENDED_USE,
-        "limitations": limitations or default_limitations(dataset, settings, metrics),
+        "limitations": limitations or default_limitations(dataset, settings, metrics, task),
         "training": metrics.get("training"),
         "privacy": metrics.get("privacy"),
         "serving_variant": _serving_variant(run_dir, architecture),
-        "explanation": {"method": "Grad-CAM (occlusion on request)", "heatmap": heatmap_source(run_dir)},
+        "explanation": _explanation(task, run_dir),
         "config": config.get("config") or {},
         "versions": config.get("versions"),
     }
 
 
+def _input_facts(
+    task: str, settings: dict[str, Any], fingerprint: dict[str, Any], info: dict[str, Any]
+) -> dict[str, Any]:
+    """What an input must be: a classifier's image size, a segmenter's patch, an ECG model's rate."""
+    facts = {"image_size": settings.get("image_size"), "channels": fingerprint.get("channels")}
+    if task == "segmentation":
+        given = info.get("input") or {}
+        facts.update(spatial_dims=given.get("spatial_dims"), patch_size=given.get("patch_size"))
+    if task == "ecg":
+        facts["sampling_rate_hz"] = info["ecg"]["settings"]["fs"]
+    return facts
+
+
+def _explanation(task: str, run_dir: Path) -> dict[str, str]:
+    if task in EXPLANATIONS:
+        return {"method": EXPLANATIONS[task], "heatmap": EXPLANATIONS[task]}
+    return {"method": "Grad-CAM (occlusion on request)", "heatmap": heatmap_source(run_dir)}
+
+
+def _what_it_sees(task: str, dataset: dict[str, Any], settings: dict[str, Any]) -> str:
+    n, name = dataset.get("n_train") or "an unknown number of", dataset["name"]
+    modality = dataset.get("modality") or "unknown modality"
+    if task == "segmentation":
+        return (
+            f"Trained from scratch on {n} image/mask pairs of the '{name}' data set ({modality}): structures "
+            "unlike those outlined in its masks are not looked for."
+        )
+    if task == "ecg":
+        return (
+            f"Trained from scratch on {n} beats of the '{name}' data set, one lead at one sampling rate: other "
+            "leads are not read, and records at other rates are resampled to it (with a note)."
+        )
+    size = settings.get("image_size")
+    return (
+        f"Trained from scratch on {n} images of the '{name}' data set ({modality}) at {size} x {size} pixels: "
+        "fine detail beyond that resolution is not seen."
+    )
+
+
 def default_limitations(
-    dataset: dict[str, Any], settings: dict[str, Any], metrics: dict[str, Any]
+    dataset: dict[str, Any], settings: dict[str, Any], metrics: dict[str, Any], task: str = "classification"
 ) -> list[str]:
     """What the record itself tells a reader to be careful about."""
-    size = settings.get("image_size")
     notes = [
-        f"Trained from scratch on {dataset.get('n_train') or 'an unknown number of'} images of the "
-        f"'{dataset['name']}' data set ({dataset.get('modality') or 'unknown modality'}) at {size} x {size} pixels: "
-        "fine detail beyond that resolution is not seen.",
+        _what_it_sees(task, dataset, settings),
         "Evaluated on held-out images of the same data set only; performance on other scanners, sites or "
         "populations is unknown.",
         "Probabilities are the model's scores; check the calibration (ECE) before reading them as risks.",

@@ -75,6 +75,15 @@ def mask_png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def result_pngs(image: np.ndarray, result: SegmentationResult) -> dict[str, bytes]:
+    """``overlay`` (the image with the mask tinted), and for 2D images ``mask`` (0/255) and ``probs``."""
+    outputs = {"overlay": overlay_png(image, result.mask)}
+    if result.mask.ndim == 2:
+        outputs["mask"] = mask_png(result.mask)
+        outputs["probs"] = _probs_png(result.probabilities)
+    return outputs
+
+
 def read_roi(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
     """A region-of-interest mask for ``image``, checked like a training ROI."""
     roi = binary_mask(read_any_image(path), path, "roi")
@@ -118,13 +127,9 @@ def segment_file(
         "threshold": result.threshold,
         "foreground_share": result.foreground_share,
     }
-    outputs = {"overlay": overlay_png(image, result.mask)}
-    if result.mask.ndim == 2:
-        outputs["mask"] = mask_png(result.mask)
-        outputs["probs"] = _probs_png(result.probabilities)
     seg = dicom_seg([source], result.mask, segmenter.info) if source is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    for kind, data in outputs.items():
+    for kind, data in result_pngs(image, result).items():
         path = out_dir / f"{stem}_{kind}.png"
         path.write_bytes(data)
         written[kind] = path

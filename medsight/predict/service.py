@@ -5,30 +5,39 @@ predicted on *before* anything is written. Only then is a DICOM ingested (de-ide
 exactly as ``medsight ingest`` and STOW-RS do), the SR and overlay Secondary Capture added to its
 study, and the result row written (with its audit event, in one transaction). A refused input leaves
 one audit event saying so and nothing else.
+
+The model's task decides what is made: a classifier's label and heatmap (SR + Secondary Capture for a
+DICOM), a segmentation model's mask (a DICOM SEG for a DICOM), an ECG model's beats (``predict_record``).
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pydicom
 from pydicom import Dataset
 
 from medsight.errors import MedsightError
-from medsight.predict.dicom_results import result_objects, to_bytes
-from medsight.predict.errors import PredictInputError
+from medsight.predict.dicom_results import result_objects, segmentation_object, to_bytes
+from medsight.predict.errors import IncompatibleImageError, PredictInputError
 from medsight.predict.predictor import LoadedModel, Prediction, Predictor
 from medsight.predict.series import read_stored_series
+from medsight.predict.served_ecg import EcgPrediction, Part, classify_upload
+from medsight.predict.served_segmentation import SegmentationPrediction, segment_upload
 from medsight.store import InstanceMeta, Store, User, audit
 from medsight.store.model_cards import serving_key
 from medsight.store.results import NewResult, ResultRecord, add_result
 
+T = TypeVar("T")
+
 
 @dataclass
 class ServedPrediction:
-    prediction: Prediction
+    prediction: Prediction | SegmentationPrediction | EcgPrediction
     result: ResultRecord
 
 
@@ -63,6 +72,28 @@ class PredictionService:
             return self._keep(prediction, user, client, upload_id=prediction.source.sha256[:32])
         return self._keep(prediction, user, client, source=self._ingest(data, filename, user, client))
 
+    def predict_files(
+        self,
+        parts: list[Part],
+        model: str | None,
+        explain: str,
+        user: User,
+        client: str | None = None,
+    ) -> ServedPrediction:
+        """Uploaded files: one image, or for an ECG model the files of one record (``served_ecg``)."""
+        loaded = self.model(model)
+        if loaded.task == "ecg":
+            limits = self.predictor.limits
+            prediction = self._audited(loaded, user, client, lambda: classify_upload(parts, loaded, limits))
+            return self._keep_ecg(prediction, user, client)
+        if len(parts) != 1:
+            raise PredictInputError(
+                f"{len(parts)} files: send one image as the field 'file' (several files are an ECG record's, "
+                "for an ECG model)."
+            )
+        ((name, data),) = parts
+        return self.predict_upload(data, name, model, explain, user, client)
+
     def predict_instance(
         self, sop_uid: str, model: str | None, explain: str, user: User, client: str | None = None
     ) -> ServedPrediction:
@@ -77,6 +108,10 @@ class PredictionService:
     ) -> ServedPrediction:
         """Predict with a 3D model on a whole stored series (one volume); the result goes into its study."""
         loaded = self.model(model)
+        if loaded.task != "classification":
+            raise IncompatibleImageError(
+                f"model '{loaded.name}' is a {loaded.task} model; whole series are predicted on by 3D classifiers."
+            )
         start = time.perf_counter()
         try:
             stored = read_stored_series(self.store, series_uid, loaded, self.predictor.limits, user, client)
@@ -91,11 +126,25 @@ class PredictionService:
 
     def _predict(
         self, data: bytes, name: str | None, model: LoadedModel, explain: str, user: User, client: str | None
-    ) -> Prediction:
-        try:
+    ) -> Prediction | SegmentationPrediction:
+        def predict() -> Prediction | SegmentationPrediction:
+            if model.task == "segmentation":
+                return segment_upload(data, name, model, self.predictor.limits)
+            if model.task == "ecg":
+                raise PredictInputError(
+                    f"model '{model.name}' classifies the beats of ECG records, not images; send the record's "
+                    "files (NAME.hea and NAME.dat, with NAME.atr if it has one) as several 'file' parts."
+                )
             return self.predictor.predict_file(data, name, model, explain)
+
+        return self._audited(model, user, client, predict)
+
+    def _audited(self, model: LoadedModel, user: User, client: str | None, predict: Callable[[], T]) -> T:
+        """``predict()``; a refusal leaves one audit event saying which kind (never the message: it may
+        quote a file name a patient is named in)."""
+        try:
+            return predict()
         except MedsightError as err:
-            # Which kind of refusal, never the message: it may quote a file name a patient is named in.
             detail = {"model": f"{model.name}:{model.version}", "refused": type(err).__name__}
             audit.record(self.store, "predict", "upload", None, user, client, outcome="failed", detail=detail)
             raise
@@ -113,20 +162,18 @@ class PredictionService:
 
     def _keep(
         self,
-        prediction: Prediction,
+        prediction: Prediction | SegmentationPrediction,
         user: User,
         client: str | None,
         *,
         source: Dataset | None = None,
         upload_id: str | None = None,
     ) -> ServedPrediction:
+        if isinstance(prediction, SegmentationPrediction):
+            return self._keep_segmentation(prediction, user, client, source, upload_id)
         sr_uid = sc_uid = None
         if source is not None:
-            objects = result_objects(prediction, source)
-            self.store.add_instances(
-                [(to_bytes(ds), InstanceMeta.from_dataset(ds)) for ds in objects], user=user, client=client
-            )
-            sr_uid, sc_uid = (str(ds.SOPInstanceUID) for ds in objects)
+            sr_uid, sc_uid = self._add_to_study(result_objects(prediction, source), user, client)
         new = NewResult(
             model_name=prediction.model["name"],
             model_version=prediction.model["version"],
@@ -144,5 +191,64 @@ class PredictionService:
             upload_id=upload_id,
             sr_sop_uid=sr_uid,
             sc_sop_uid=sc_uid,
+        )
+        return ServedPrediction(prediction, add_result(self.store, new, user, client))
+
+    def _add_to_study(self, objects: list[Dataset], user: User, client: str | None) -> list[str]:
+        """Store result objects (SR, Secondary Capture, SEG) beside their source; their SOP Instance UIDs."""
+        self.store.add_instances(
+            [(to_bytes(ds), InstanceMeta.from_dataset(ds)) for ds in objects], user=user, client=client
+        )
+        return [str(ds.SOPInstanceUID) for ds in objects]
+
+    def _keep_segmentation(
+        self,
+        prediction: SegmentationPrediction,
+        user: User,
+        client: str | None,
+        source: Dataset | None,
+        upload_id: str | None,
+    ) -> ServedPrediction:
+        seg_uid = None
+        if source is not None:
+            (seg_uid,) = self._add_to_study([segmentation_object(prediction, source)], user, client)
+        new = NewResult(
+            model_name=prediction.model["name"],
+            model_version=prediction.model["version"],
+            label=prediction.label,
+            classes=prediction.classes,
+            probabilities=[],
+            threshold=prediction.threshold,
+            source_format=prediction.source.format if prediction.source else "dicom",
+            explain_method="none",
+            heatmap_png=prediction.pngs.get("probs"),  # the probability map is a segmentation's heatmap
+            overlay_png=prediction.pngs["overlay"],
+            images={"mask": prediction.pngs["mask"]} if "mask" in prediction.pngs else {},
+            timing=prediction.timing_ms,
+            study_uid=str(source.StudyInstanceUID) if source is not None else None,
+            sop_uid=str(source.SOPInstanceUID) if source is not None else None,
+            upload_id=upload_id,
+            task="segmentation",
+            details=prediction.summary() | {"seg_sop_instance_uid": seg_uid},
+        )
+        return ServedPrediction(prediction, add_result(self.store, new, user, client))
+
+    def _keep_ecg(self, prediction: EcgPrediction, user: User, client: str | None) -> ServedPrediction:
+        new = NewResult(
+            model_name=prediction.model["name"],
+            model_version=prediction.model["version"],
+            label=prediction.label,
+            classes=prediction.classes,
+            probabilities=[],
+            threshold=prediction.threshold,
+            source_format=prediction.source_format,
+            explain_method="none",
+            heatmap_png=None,
+            overlay_png=None,
+            images={"strip": prediction.strip_png} if prediction.strip_png else {},
+            timing=prediction.timing_ms,
+            upload_id=prediction.upload_id,
+            task="ecg",
+            details=prediction.details,
         )
         return ServedPrediction(prediction, add_result(self.store, new, user, client))

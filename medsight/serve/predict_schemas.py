@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExplainMethod = Literal["gradcam", "occlusion"]
+Task = Literal["classification", "segmentation", "ecg"]
 
 
 class PredictRequest(BaseModel):
@@ -53,18 +54,68 @@ class TimingMs(BaseModel):
     )
 
 
+class SegmentationOut(BaseModel):
+    """What a segmentation model found: the mask's size, its images and its DICOM SEG."""
+
+    foreground_fraction: float = Field(description="share of the image's pixels in the mask")
+    foreground_pixels: int
+    shape: list[int] = Field(description="the mask's size in pixels (rows, columns), the image's own")
+    area_mm2: float | None = Field(
+        None, description="the mask's area, when the image gives its pixel spacing"
+    )
+    volume_mm3: float | None = Field(None, description="a 3D mask's volume, when the image gives its spacing")
+    pixel_spacing_mm: list[float] | None = None
+    mask_url: str | None = Field(description="the mask as a PNG, 0 and 255 (2D images)")
+    seg_sop_instance_uid: str | None = Field(
+        description="the mask as a DICOM SEG in the study (DICOM inputs)"
+    )
+
+
+class BeatOut(BaseModel):
+    sample: int = Field(description="the beat's R peak, in samples at the model's sampling rate")
+    time_s: float
+    label: str
+    probability: float = Field(description="probability of the positive class (e.g. PVC)")
+    reference: str | None = Field(description="the record's own annotation of the beat, when it has them")
+
+
+class EcgOut(BaseModel):
+    """Every beat of an ECG record with the model's call, the counts per class and the strip plot."""
+
+    sampling_rate_hz: float = Field(description="the model's rate, at which `beats[].sample` count")
+    record_sampling_rate_hz: float
+    seconds: float
+    beats_from: str = Field(description="the record's annotations, or wfdb's XQRS detector")
+    counts: dict[str, int] = Field(description="beats per predicted class")
+    beats: list[BeatOut]
+    notes: list[str] = Field(description="what was done to the record, e.g. resampled to the model's rate")
+    strip_url: str | None = Field(
+        description="10 s of the record, beats coloured by prediction (None when it was resampled)"
+    )
+
+
 class ResultOut(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     id: str
-    label: str = Field(description="the predicted class (binary models: at the validation threshold)")
-    probabilities: list[float] = Field(description="one per class, in the order of `classes`")
+    task: Task = Field(
+        "classification", description="what the model does; says which of the blocks below is set"
+    )
+    label: str = Field(
+        description="the predicted class (binary models: at the validation threshold); a segmentation's "
+        "structure; an ECG record's positive class when any beat is called it"
+    )
+    probabilities: list[float] = Field(description="one per class, in the order of `classes` (classifiers)")
     classes: list[str]
     threshold: float | None = Field(description="probability of the positive class at which it is called")
     model: ModelRef
     timing_ms: TimingMs
-    explain_method: ExplainMethod
-    heatmap_url: str = Field(description="the raw map as a grey PNG")
-    overlay_url: str = Field(description="the image with the map over it, as a PNG")
+    explain_method: ExplainMethod | None = Field(description="the heatmap's method (classifiers only)")
+    heatmap_url: str | None = Field(
+        description="the raw map as a grey PNG (a segmentation's: the probability of the structure)"
+    )
+    overlay_url: str | None = Field(description="the image with the map (or the mask) over it, as a PNG")
+    segmentation: SegmentationOut | None = None
+    ecg: EcgOut | None = None
     study_id: str = Field(description="de-identified Study Instance UID, or upload-<hash> for a picture")
     study_instance_uid: str | None
     sop_instance_uid: str | None = Field(description="the de-identified source instance, when stored")
@@ -88,6 +139,7 @@ class ModelVersionOut(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
     name: str
     version: str
+    task: Task = "classification"
     registered_at: dt.datetime
     is_default: bool
     dataset: dict[str, Any] = Field(description="name, source, licence, citation, training size")
@@ -107,6 +159,7 @@ class ModelVersionOut(BaseModel):
 class ModelSummaryOut(BaseModel):
     name: str
     version: str
+    task: Task = "classification"
     registered_at: dt.datetime
     is_default: bool
     dataset: str | None

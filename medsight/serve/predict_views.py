@@ -14,7 +14,15 @@ from medsight.predict import Limits, Predictor
 from medsight.predict.errors import PredictInputError
 from medsight.predict.service import PredictionService
 from medsight.serve.errors import HttpError
-from medsight.serve.predict_schemas import ModelRef, ModelVersionOut, ResultOut, StudyOut, TimingMs
+from medsight.serve.predict_schemas import (
+    EcgOut,
+    ModelRef,
+    ModelVersionOut,
+    ResultOut,
+    SegmentationOut,
+    StudyOut,
+    TimingMs,
+)
 from medsight.serve.schemas import ErrorResponse
 from medsight.store.model_cards import CardedModel
 from medsight.store.results import ResultRecord
@@ -46,19 +54,34 @@ def as_http() -> Iterator[None]:
         raise HttpError(err.http_status, str(err)) from None
 
 
+def _image_url(record: ResultRecord, kind: str) -> str | None:
+    return f"/api/results/{record.id}/{kind}.png" if kind in record.image_kinds else None
+
+
+def _task_block(record: ResultRecord) -> dict[str, Any]:
+    """``segmentation`` or ``ecg``: what the task found (kept in ``details``) with its image's link."""
+    details = record.details or {}
+    if record.task == "segmentation":
+        return {"segmentation": SegmentationOut(**details, mask_url=_image_url(record, "mask"))}
+    if record.task == "ecg":
+        return {"ecg": EcgOut(**details, strip_url=_image_url(record, "strip"))}
+    return {}
+
+
 def result_out(record: ResultRecord) -> ResultOut:
-    base = f"/api/results/{record.id}"
     return ResultOut(
         id=record.id,
+        task=record.task,  # type: ignore[arg-type]
         label=record.label,
         probabilities=record.probabilities,
         classes=record.classes,
         threshold=record.threshold,
         model=ModelRef(name=record.model_name, version=record.model_version),
         timing_ms=TimingMs(**{k: record.timing.get(k, 0.0) for k in ("preprocess", "inference", "explain")}),
-        explain_method=record.explain_method,  # type: ignore[arg-type]
-        heatmap_url=f"{base}/heatmap.png",
-        overlay_url=f"{base}/overlay.png",
+        explain_method=record.explain_method if record.task == "classification" else None,  # type: ignore[arg-type]
+        heatmap_url=_image_url(record, "heatmap"),
+        overlay_url=_image_url(record, "overlay"),
+        **_task_block(record),
         study_id=record.study_id,
         study_instance_uid=record.study_uid,
         sop_instance_uid=record.sop_uid,
@@ -94,6 +117,7 @@ def model_version_out(carded: CardedModel, default_key: str | None = None) -> Mo
     return ModelVersionOut(
         name=model.name,
         version=model.version,
+        task=card.get("task") or "classification",
         registered_at=model.created_at,
         is_default=carded.is_default or carded.key == default_key,
         dataset=card.get("dataset") or {},

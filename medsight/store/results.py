@@ -4,6 +4,11 @@ A result names its source by de-identified UIDs (a DICOM that was ingested, or a
 for a picture that was not stored, by ``upload_id`` (the first 32 hex digits of its SHA-256). The
 heatmap and overlay PNGs show the patient's image, so they are kept encrypted under the blob key
 (AES-256-GCM, the plaintext's SHA-256 as associated data) exactly as the blobs are.
+
+A result is of one ``task``: a classification (label, probabilities, heatmap and overlay), a
+segmentation (the structure's name as its label, the mask's size in ``details``; probability map,
+overlay and mask images) or an ECG record's beats (counts and beats in ``details``; a strip plot).
+Images other than the heatmap and overlay are kept, sealed the same way, in ``result_images``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import JSON, Float, LargeBinary, String, func, select
+from sqlalchemy import JSON, Float, ForeignKey, LargeBinary, String, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medsight.store import audit
@@ -27,7 +32,8 @@ if TYPE_CHECKING:
 
 READ_ALL = "results:read-all"  # the permission that shows every user's results, not only one's own
 UPLOAD_PREFIX = "upload-"  # the study id of a picture that was not stored as a study
-ImageKind = Literal["heatmap", "overlay"]
+ImageKind = Literal["heatmap", "overlay", "mask", "strip"]
+COLUMN_IMAGES = ("heatmap", "overlay")  # kept in the results row itself
 
 
 class ResultRow(Base):
@@ -48,9 +54,23 @@ class ResultRow(Base):
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
     sc_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
     timing: Mapped[dict[str, Any]]
-    heatmap_png: Mapped[bytes] = mapped_column(LargeBinary)
-    overlay_png: Mapped[bytes] = mapped_column(LargeBinary)
+    heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    overlay_png: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    task: Mapped[str] = mapped_column(String(16), default="classification", server_default="classification")
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    image_kinds: Mapped[list[str] | None] = mapped_column(JSON)  # None: a classification's two
+
+
+class ResultImageRow(Base):
+    """An image of a result other than its heatmap and overlay (a mask, an ECG strip), sealed."""
+
+    __tablename__ = "result_images"
+    result_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("results.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 @dataclass(frozen=True)
@@ -65,14 +85,22 @@ class NewResult:
     threshold: float | None
     source_format: str
     explain_method: str
-    heatmap_png: bytes
-    overlay_png: bytes
+    heatmap_png: bytes | None
+    overlay_png: bytes | None
     timing: dict[str, float] = field(default_factory=dict)
     study_uid: str | None = None
     sop_uid: str | None = None
     upload_id: str | None = None
     sr_sop_uid: str | None = None
     sc_sop_uid: str | None = None
+    task: str = "classification"
+    details: dict[str, Any] | None = None  # what the task says besides a label (mask size, beats)
+    images: dict[str, bytes] = field(default_factory=dict)  # other kinds than heatmap and overlay
+
+    @property
+    def image_kinds(self) -> list[str]:
+        given = {"heatmap": self.heatmap_png, "overlay": self.overlay_png}
+        return [k for k, v in given.items() if v is not None] + list(self.images)
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,9 @@ class ResultRecord:
     sc_sop_uid: str | None
     timing: dict[str, float]
     created_at: dt.datetime
+    task: str = "classification"
+    details: dict[str, Any] | None = None
+    image_kinds: tuple[str, ...] = COLUMN_IMAGES
 
     @property
     def study_id(self) -> str:
@@ -120,6 +151,9 @@ def _record(row: ResultRow) -> ResultRecord:
         row.sc_sop_instance_uid,
         dict(row.timing or {}),
         row.created_at,
+        row.task or "classification",
+        dict(row.details) if row.details is not None else None,
+        tuple(row.image_kinds) if row.image_kinds is not None else COLUMN_IMAGES,
     )
 
 
@@ -162,11 +196,19 @@ def add_result(
             sr_sop_instance_uid=new.sr_sop_uid,
             sc_sop_instance_uid=new.sc_sop_uid,
             timing=dict(new.timing),
-            heatmap_png=_seal(store, new.heatmap_png),
-            overlay_png=_seal(store, new.overlay_png),
+            heatmap_png=None if new.heatmap_png is None else _seal(store, new.heatmap_png),
+            overlay_png=None if new.overlay_png is None else _seal(store, new.overlay_png),
             created_at=utcnow(),
+            task=new.task,
+            details=new.details,
+            image_kinds=None if new.task == "classification" else new.image_kinds,
         )
         session.add(row)
+        session.flush()  # the row before its images (their foreign key)
+        session.add_all(
+            ResultImageRow(result_id=row.id, kind=kind, png=_seal(store, data))
+            for kind, data in new.images.items()
+        )
         detail = {"model": f"{new.model_name}:{new.model_version}", "format": new.source_format}
         audit.record(session, "predict", "result", row.id, user, client, detail=detail)
         return _record(row)
@@ -191,9 +233,17 @@ def get_result(store: Store, result_id: str, user: User, client: str | None = No
 def result_image(
     store: Store, result_id: str, kind: ImageKind, user: User, client: str | None = None
 ) -> bytes:
-    """The result's heatmap or overlay PNG, decrypted; the read is audited."""
+    """One of the result's PNGs (heatmap, overlay, mask, strip), decrypted; the read is audited."""
     row = _visible_row(store, result_id, user)
-    data = _open(store, row.heatmap_png if kind == "heatmap" else row.overlay_png)
+    if kind in COLUMN_IMAGES:
+        sealed = row.heatmap_png if kind == "heatmap" else row.overlay_png
+    else:
+        with store.session() as session:
+            image = session.get(ResultImageRow, (result_id, kind))
+        sealed = None if image is None else image.png
+    if sealed is None:
+        raise NotFoundError(f"result {result_id} has no {kind} image (a {row.task} result).")
+    data = _open(store, sealed)
     audit.record(store, "read", "result", result_id, user, client, detail={"image": kind})
     return data
 

@@ -45,6 +45,7 @@ def get_models(store: StoreDep, user: ModelReader) -> list[ModelSummaryOut]:
         ModelSummaryOut(
             name=m.model.name,
             version=m.model.version,
+            task=m.card.get("task") or "classification",
             registered_at=m.model.created_at,
             is_default=m.key == default,
             dataset=(m.card.get("dataset") or {}).get("name"),

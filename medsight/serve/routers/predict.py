@@ -1,6 +1,7 @@
 """``POST /api/predict``: an uploaded image (multipart field ``file``), a stored instance (``instance``) or a
 whole stored series for a 3D model (``series``) -> label, probabilities, threshold, model, timing and links
-to the heatmap and overlay. Needs ``predict``.
+to the heatmap and overlay. A segmentation model answers with its mask, an ECG model takes a record's
+files (several ``file`` parts) and answers with every beat. Needs ``predict``.
 
 The body is read with a byte limit before it is parsed (a multipart upload is never spooled to
 disk by the framework); the work is ``medsight.predict.service`` on a worker thread. A stored instance
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from medsight.errors import BadInputError
+from medsight.predict.served_ecg import MAX_PARTS
 from medsight.serve.deps import ClientDep, requires
 from medsight.serve.errors import HttpError
 from medsight.serve.predict_schemas import ExplainMethod, PredictRequest, ResultOut
@@ -33,7 +35,12 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields around th
 _FORM = {
     "type": "object",
     "properties": {
-        "file": {"type": "string", "format": "binary", "description": "DICOM, PNG, JPEG or NIfTI"},
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "one DICOM, PNG, JPEG or NIfTI image; for an ECG model, a record's files "
+            "(NAME.hea, NAME.dat [, NAME.atr]) or one MIT-BIH .npz",
+        },
         "instance": {"type": "string", "description": "a stored SOP Instance UID, instead of a file"},
         "series": {
             "type": "string",
@@ -62,7 +69,7 @@ async def _form(request: Request, body: bytes) -> FormData:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        return await Request(request.scope, replay).form(max_files=1, max_fields=8)
+        return await Request(request.scope, replay).form(max_files=MAX_PARTS, max_fields=8)
     except Exception as err:  # malformed multipart: the parser's own error types
         raise BadInputError(
             f"the form could not be read ({type(err).__name__}); send multipart/form-data."
@@ -105,10 +112,11 @@ async def predict(
     elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await _form(request, body)
         chosen, method = _text(form, "model") or model, _text(form, "explain") or explain
-        upload, instance, series = form.get("file"), _text(form, "instance"), _text(form, "series")
-        if isinstance(upload, UploadFile):
-            data = await upload.read()
-            call = partial(service.predict_upload, data, upload.filename, chosen, method, user, client)
+        uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
+        instance, series = _text(form, "instance"), _text(form, "series")
+        if uploads:
+            parts = [(u.filename, await u.read()) for u in uploads]
+            call = partial(service.predict_files, parts, chosen, method, user, client)
         elif instance:
             call = partial(service.predict_instance, instance, chosen, method, user, client)
         elif series:

@@ -6,7 +6,7 @@ everyone's for roles with ``results:read-all`` (see ``medsight.store.results``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -16,7 +16,7 @@ from medsight.serve.deps import ClientDep, StoreDep, requires
 from medsight.serve.predict_schemas import ResultOut, StudyOut
 from medsight.serve.predict_views import ERRORS, result_out, studies_out
 from medsight.store import NotFoundError, User, audit
-from medsight.store.results import get_result, list_results, result_image
+from medsight.store.results import ImageKind, get_result, list_results, result_image
 
 router = APIRouter(prefix="/api", tags=["results"])
 Reader = Annotated[User, requires("results:read")]
@@ -53,7 +53,7 @@ def get_one_result(result_id: str, store: StoreDep, user: Reader, client: Client
 
 
 async def _image(
-    store: StoreDep, result_id: str, kind: Literal["heatmap", "overlay"], user: User, client: str | None
+    store: StoreDep, result_id: str, kind: ImageKind, user: User, client: str | None
 ) -> Response:
     data = await run_in_threadpool(result_image, store, result_id, kind, user, client)
     # private: a result shows a patient's image; no shared cache may keep it
@@ -68,5 +68,17 @@ async def get_heatmap(result_id: str, store: StoreDep, user: Reader, client: Cli
 
 @router.get("/results/{result_id}/overlay.png", response_class=Response, responses=_PNG)
 async def get_overlay(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> Response:
-    """The image with the map over it in colour."""
+    """The image with the map over it in colour (a segmentation's: the mask tinted red)."""
     return await _image(store, result_id, "overlay", user, client)
+
+
+@router.get("/results/{result_id}/mask.png", response_class=Response, responses=_PNG)
+async def get_mask(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> Response:
+    """A segmentation's mask at the image's size: 255 inside the structure, 0 outside."""
+    return await _image(store, result_id, "mask", user, client)
+
+
+@router.get("/results/{result_id}/strip.png", response_class=Response, responses=_PNG)
+async def get_strip(result_id: str, store: StoreDep, user: Reader, client: ClientDep) -> Response:
+    """An ECG result's strip plot: 10 s of the record, each beat coloured by the model's call."""
+    return await _image(store, result_id, "strip", user, client)

@@ -1,0 +1,99 @@
+"""A segmentation model in service: uploaded bytes -> the mask, its area, and the PNGs the API serves.
+
+The upload is decoded like any prediction's (content sniffed, byte and pixel limits before decoding,
+``decode``), brought to the model's dimensions and channels (``conform_layout``: the values stay as
+they are, the segmenter normalises them itself), and segmented by ``segmentation.segment_array``, the
+function ``medsight predict`` calls: a file gets the same mask whichever door it came through. For a
+DICOM image the service adds a DICOM SEG over the stored source (``dicom_results.segmentation_object``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medsight.data.segmentation import pixel_spacing
+from medsight.predict.conform import conform_layout
+from medsight.predict.decode import Decoded, Limits, decode_upload, safe_name
+from medsight.predict.errors import IncompatibleImageError
+from medsight.predict.loaded import LoadedModel
+from medsight.predict.segmentation import result_pngs, segment_array
+
+
+@dataclass
+class SegmentationPrediction:
+    label: str  # the structure outlined (the model's foreground class)
+    classes: list[str]
+    threshold: float
+    model: dict[str, str]  # {"name", "version"}
+    shape: list[int]  # the mask's (spatial) shape: the image's own
+    foreground_pixels: int
+    spacing: tuple[float, ...] | None  # mm per pixel along each axis, when the image says
+    timing_ms: dict[str, float]
+    mask: np.ndarray = field(repr=False)  # uint8, 1 = structure
+    pngs: dict[str, bytes] = field(repr=False)  # overlay, and for 2D images mask and probs
+    info: dict = field(repr=False)  # the model's inference info (for the DICOM SEG)
+    source: Decoded | None = field(default=None, repr=False)
+
+    @property
+    def foreground_fraction(self) -> float:
+        return self.foreground_pixels / max(1, self.mask.size)
+
+    @property
+    def area(self) -> float | None:
+        """The mask's area in mm² (volume in mm³ for 3D), from the image's pixel spacing; None without it."""
+        return None if self.spacing is None else float(self.foreground_pixels * np.prod(self.spacing))
+
+    def summary(self) -> dict:
+        """What the API answers besides the links: JSON-ready."""
+        return {
+            "foreground_fraction": self.foreground_fraction,
+            "foreground_pixels": self.foreground_pixels,
+            "shape": self.shape,
+            "area_mm2" if len(self.shape) == 2 else "volume_mm3": self.area,
+            "pixel_spacing_mm": list(self.spacing) if self.spacing else None,
+        }
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def segment_upload(
+    data: bytes, filename_hint: str | None, model: LoadedModel, limits: Limits
+) -> SegmentationPrediction:
+    """Decode (within ``limits``), conform, segment at the run's threshold and draw the PNGs."""
+    segmenter = model.segmenter
+    if segmenter is None:
+        raise IncompatibleImageError(f"model '{model.name}' is not a segmentation model.")
+    start = time.perf_counter()
+    decoded = decode_upload(data, limits, filename_hint)
+    image = conform_layout(decoded.image, segmenter.spec, safe_name(filename_hint))
+    preprocess_ms, start = _ms(start), time.perf_counter()
+    result = segment_array(segmenter, image)
+    inference_ms, start = _ms(start), time.perf_counter()
+    pngs = result_pngs(image, result)
+    classes = list(segmenter.info.get("classes") or ["background", "structure"])
+    return SegmentationPrediction(
+        label=classes[-1],
+        classes=classes,
+        threshold=result.threshold,
+        model={"name": model.name, "version": model.version},
+        shape=list(result.mask.shape),
+        foreground_pixels=int(result.mask.sum()),
+        spacing=_spacing(decoded, result.mask.ndim),
+        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": _ms(start)},
+        mask=result.mask,
+        pngs=pngs,
+        info=segmenter.info,
+        source=decoded,
+    )
+
+
+def _spacing(decoded: Decoded, dims: int) -> tuple[float, ...] | None:
+    spacing = pixel_spacing(decoded.image)
+    if spacing is not None and len(spacing) == dims + 1:  # a single-slice volume, read as 2D
+        spacing = spacing[1:]
+    return spacing if spacing is not None and len(spacing) == dims else None
