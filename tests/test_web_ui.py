@@ -24,8 +24,17 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from predict_helpers import MODEL, PASSWORD, app_with_model, png_bytes, tiny_run
+from predict_helpers import (
+    MODEL,
+    PASSWORD,
+    app_with_model,
+    png_bytes,
+    tiny_ecg_run,
+    tiny_run,
+    tiny_segmentation_run,
+)
 
+from medsight.predict.registration import register_run
 from medsight.serve import create_app
 from medsight.serve.web import CSRF_HEADER, SESSION_COOKIE, STATIC_DIR
 from medsight.store import Role, Store, add_user, list_tokens, open_store
@@ -166,6 +175,21 @@ def run_dir(sync_playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> P
 def server(store: Store, run_dir: Path) -> Iterator[str]:
     """The app with the tiny model, served by uvicorn on a loopback port in a thread; yields its URL."""
     app, _ = app_with_model(store, run_dir)
+    yield from _serve(app)
+
+
+@pytest.fixture
+def task_server(
+    store: Store, sync_playwright: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The app with a tiny segmentation model (the default) and a tiny ECG beat model."""
+    segmentation, _ = tiny_segmentation_run(tmp_path_factory)
+    app, _ = app_with_model(store, segmentation)  # registered as MODEL, the default
+    register_run(store, tiny_ecg_run(tmp_path_factory), "beats", "1", user="test")
+    yield from _serve(app)
+
+
+def _serve(app: Any) -> Iterator[str]:
     port = _free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -353,5 +377,44 @@ def test_web_ui_in_chromium(
             _check_history(page)
             _check_csrf_and_logout(page, server)
             _check_admin_pages(page)
+        finally:
+            browser.close()
+
+
+def test_segmentation_and_ecg_models_in_chromium(
+    sync_playwright: Any, task_server: str, tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> None:
+    """The mask over the image with its toggle and area; then, with the ECG model picked, a record's
+    three files at once, answered with the beat counts and the strip plot."""
+    _, pictures = tiny_segmentation_run(tmp_path_factory)
+    record = shared_data / "ecg" / "wfdb" / "100"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(task_server)
+            _log_in_page(page, "clinician-user")
+            page.set_input_files("#file-input", str(pictures / "26_image.png"))
+            page.wait_for_function(
+                "() => document.querySelector('#canvas').dataset.map === 'mask'", timeout=TIMEOUT_MS
+            )
+            assert page.inner_text("#map-name") == "Mask" and page.locator(".bar").count() == 0
+            assert "Mask:" in page.inner_text("#result-summary") and page.is_visible("#result-mask-link")
+            with_mask = _canvas(page)
+            page.click("#heatmap-toggle")
+            assert _canvas(page) != with_mask, "hiding the mask did not change the picture"
+            page.click("#heatmap-toggle")
+            _shot(page, "web-ui-7-segmentation")
+
+            page.select_option("#model-select", "beats:1")
+            page.set_input_files(
+                "#file-input", [str(record.with_suffix(s)) for s in (".hea", ".dat", ".atr")]
+            )
+            page.wait_for_function("() => document.querySelector('#strip-img').naturalWidth > 0")
+            counts = page.inner_text("#beat-counts")
+            assert "other:" in counts and "pvc:" in counts and page.is_hidden("#viewer-card")
+            assert page.is_hidden("#overlay-figure") and page.is_hidden("#error")
+            _shot(page, "web-ui-8-ecg")
         finally:
             browser.close()

@@ -15,6 +15,7 @@ const ZOOM_STEP = 1.25;
 const viewer = new Viewer($("#canvas"));
 let session = null;
 let previewUrl = null;
+let models = []; // the model list, with each model's task
 
 // ---- messages -------------------------------------------------------------------------------
 
@@ -100,8 +101,13 @@ function updateModelLink() {
   if (name) link.href = modelCardUrl(name, version);
 }
 
+function selectedTask() {
+  const chosen = models.find((m) => `${m.name}:${m.version}` === $("#model-select").value);
+  return chosen?.task ?? "classification";
+}
+
 async function loadModels() {
-  const models = await api("/api/models");
+  models = await api("/api/models");
   const options = models.map((m) =>
     el("option", { value: `${m.name}:${m.version}`, text: `${m.name} ${m.version}${m.is_default ? " (default)" : ""}` }),
   );
@@ -133,26 +139,40 @@ async function previewOf(file) {
   return previewUrl;
 }
 
-async function predictFile(file) {
+// One image, or the files of one ECG record: each a "file" part of the same request.
+async function predictFiles(files) {
   const form = new FormData();
-  form.append("file", file, file.name);
+  for (const file of files) form.append("file", file, file.name);
   if ($("#model-select").value) form.append("model", $("#model-select").value);
-  setProgress(`Uploading ${file.name}…`, 0);
+  const names = files.map((f) => f.name).join(", ");
+  setProgress(`Uploading ${names}…`, 0);
   const result = await upload("/api/predict", form, {
     onProgress: (fraction) =>
-      setProgress(fraction < 1 ? `Uploading ${file.name}…` : "Predicting…", fraction < 1 ? fraction : null),
+      setProgress(fraction < 1 ? `Uploading ${names}…` : "Predicting…", fraction < 1 ? fraction : null),
   });
-  setProgress(`Done: ${file.name}`, 1);
+  setProgress(`Done: ${names}`, 1);
   return result;
 }
 
-async function handleFile(file) {
-  if (!file) return;
+// The map drawn over the image: a classifier's heatmap, or a segmentation's mask.
+function mapOf(result) {
+  if (result.task === "segmentation") return [result.segmentation.mask_url, "mask"];
+  return [result.heatmap_url, "heatmap"];
+}
+
+async function handleFiles(files) {
+  if (!files.length) return;
   await report(async () => {
     try {
-      const [result, preview] = await Promise.all([predictFile(file), previewOf(file)]);
+      if (selectedTask() === "ecg") {
+        $("#viewer-card").hidden = true; // a record has no image: the strip plot shows it
+        showPrediction(await predictFiles(files));
+        return;
+      }
+      const [file] = files;
+      const [result, preview] = await Promise.all([predictFiles([file]), previewOf(file)]);
       showPrediction(result);
-      await showImage(preview, result.heatmap_url, file.name, true);
+      await showImage(preview, ...mapOf(result), file.name, true);
     } catch (error) {
       $("#progress-box").hidden = true;
       throw error;
@@ -162,14 +182,15 @@ async function handleFile(file) {
 
 // ---- viewer ---------------------------------------------------------------------------------
 
-async function showImage(baseUrl, heatmapUrl, title, original) {
-  $("#heatmap-toggle").disabled = !heatmapUrl;
-  $("#opacity").disabled = !heatmapUrl;
+async function showImage(baseUrl, mapUrl, kind, title, original) {
+  $("#heatmap-toggle").disabled = !mapUrl;
+  $("#opacity").disabled = !mapUrl;
+  $("#map-name").textContent = kind === "mask" ? "Mask" : "Heatmap";
   $("#viewer-note").textContent = original
     ? "Window and Level adjust contrast and brightness (useful on CT and MR); + and − zoom."
-    : "The original image is not kept with a result: this is the stored overlay (image and heatmap together).";
+    : "The original image is not kept with a result: this is the stored overlay (image and map together).";
   resetView();
-  await viewer.load(baseUrl, heatmapUrl);
+  await viewer.load(baseUrl, mapUrl, kind);
   $("#viewer-title").textContent = title; // last: the title names what the canvas shows now
   $("#viewer-card").hidden = false;
 }
@@ -178,7 +199,10 @@ function openResult(result) {
   showView("predict");
   $("#progress-box").hidden = true; // the last upload's progress says nothing about this result
   showPrediction(result);
-  report(() => showImage(result.overlay_url, null, `Result of ${new Date(result.created_at).toLocaleString()}`, false));
+  $("#viewer-card").hidden = !result.overlay_url; // an ECG result has its strip plot instead
+  if (!result.overlay_url) return;
+  const title = `Result of ${new Date(result.created_at).toLocaleString()}`;
+  report(() => showImage(result.overlay_url, null, "heatmap", title, false));
 }
 
 function setZoom(zoom) {
@@ -223,10 +247,10 @@ function wireDropzone() {
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
     zone.classList.remove("over");
-    handleFile(event.dataTransfer.files[0]);
+    handleFiles([...event.dataTransfer.files]);
   });
   $("#file-input").addEventListener("change", (event) => {
-    handleFile(event.target.files[0]);
+    handleFiles([...event.target.files]); // copied first: clearing the input empties its list
     event.target.value = ""; // the same file again is a new upload
   });
 }

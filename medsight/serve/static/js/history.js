@@ -3,7 +3,10 @@
 import { api } from "./api.js";
 import { $, el, percent, shortId, when } from "./dom.js";
 
+// A classifier's probability of its finding; a segmentation's mask share; an ECG record's beat counts.
 function probabilityOf(result) {
+  if (result.task === "segmentation") return `mask ${percent(result.segmentation.foreground_fraction)}`;
+  if (result.task === "ecg") return Object.entries(result.ecg.counts).map(([k, n]) => `${k} ${n}`).join(", ");
   const index = result.classes.indexOf(result.label);
   return index >= 0 ? percent(result.probabilities[index]) : "";
 }

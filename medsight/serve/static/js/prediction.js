@@ -30,24 +30,66 @@ function bar(name, probability, { positive, threshold }) {
   return el("div", { class: "bar-row" }, children);
 }
 
+function show(selector, visible) {
+  $(selector).hidden = !visible;
+}
+
+function setLink(selector, url) {
+  show(selector, Boolean(url));
+  if (url) $(selector).href = url;
+}
+
+// A segmentation's mask: how much of the image it covers, and its area when the image gives its spacing.
+function segmentationSummary(result) {
+  const seg = result.segmentation;
+  const size = seg.area_mm2 !== null && seg.area_mm2 !== undefined ? `, ${seg.area_mm2.toFixed(1)} mm²` : "";
+  return `Mask: ${percent(seg.foreground_fraction)} of the image (${seg.foreground_pixels} pixels${size}), ` +
+    `cut at probability ${percent(result.threshold)}.`;
+}
+
+// An ECG record: beats per class, where the beats came from, and what was done to the record.
+function showBeats(result) {
+  const ecg = result.ecg;
+  const total = ecg.beats.length;
+  $("#beat-counts").replaceChildren(
+    ...Object.entries(ecg.counts).map(([name, count]) => el("li", { text: `${name}: ${count} of ${total} beats` })),
+  );
+  $("#result-summary").textContent =
+    `${total} beats (${ecg.beats_from}) in ${ecg.seconds.toFixed(0)} s; a beat is "${result.classes[1]}" ` +
+    `at probability ${percent(result.threshold)} or above.${ecg.notes.length ? ` ${ecg.notes.join(" ")}` : ""}`;
+  if (ecg.strip_url) $("#strip-img").src = ecg.strip_url;
+  show("#strip-figure", Boolean(ecg.strip_url));
+}
+
 // The threshold belongs to the positive class (the second of two); other models take the largest.
-export function showPrediction(result) {
-  $("#result-label").textContent = result.label;
+function probabilityBars(result) {
   const binary = result.classes.length === 2 && result.threshold !== null;
-  const bars = result.classes.map((name, index) =>
+  return result.classes.map((name, index) =>
     bar(name, result.probabilities[index], {
       positive: name === result.label,
       threshold: binary && index === 1 ? result.threshold : null,
     }),
   );
-  $("#prob-bars").replaceChildren(...bars);
+}
+
+export function showPrediction(result) {
+  $("#result-label").textContent = result.label;
+  $("#prob-bars").replaceChildren(...(result.task === "classification" ? probabilityBars(result) : []));
+  show("#result-summary", result.task !== "classification");
+  show("#beat-counts", result.task === "ecg");
+  show("#strip-figure", false);
+  if (result.task === "segmentation") $("#result-summary").textContent = segmentationSummary(result);
+  if (result.task === "ecg") showBeats(result);
   const timing = result.timing_ms;
   const total = timing.preprocess + timing.inference + timing.explain;
+  const method = result.explain_method ? `${result.explain_method} heatmap` : result.task;
   $("#result-meta").textContent =
-    `Model ${result.model.name} ${result.model.version} · ${result.explain_method} heatmap · ${total.toFixed(0)} ms on the server`;
+    `Model ${result.model.name} ${result.model.version} · ${method} · ${total.toFixed(0)} ms on the server`;
   $("#result-card-link").href = modelCardUrl(result.model.name, result.model.version);
-  $("#result-overlay-link").href = result.overlay_url;
-  $("#result-heatmap-link").href = result.heatmap_url;
-  $("#overlay-img").src = result.overlay_url;
+  setLink("#result-overlay-link", result.overlay_url);
+  setLink("#result-heatmap-link", result.heatmap_url);
+  setLink("#result-mask-link", result.segmentation?.mask_url);
+  show("#overlay-figure", Boolean(result.overlay_url));
+  if (result.overlay_url) $("#overlay-img").src = result.overlay_url;
   $("#result-card").hidden = false;
 }

@@ -39,6 +39,17 @@ function colourise(greyData) {
   return out;
 }
 
+// A segmentation's mask (0/255): red where the structure is, clear elsewhere; the opacity slider blends it.
+const MASK_COLOUR = [255, 40, 40];
+
+function tint(maskData) {
+  const out = new ImageData(maskData.width, maskData.height);
+  for (let i = 0; i < maskData.data.length; i += 4) {
+    if (maskData.data[i] > 127) out.data.set([...MASK_COLOUR, 255], i);
+  }
+  return out;
+}
+
 function toCanvas(imageData) {
   const canvas = document.createElement("canvas");
   canvas.width = imageData.width;
@@ -61,12 +72,14 @@ export class Viewer {
     this.zoom = 1;
   }
 
-  // baseUrl: the image; heatmapUrl: the grey map (or null). Both same-origin, so pixels are readable.
-  async load(baseUrl, heatmapUrl) {
-    const [base, heatmap] = await Promise.all([loadImage(baseUrl), heatmapUrl ? loadImage(heatmapUrl) : null]);
+  // baseUrl: the image; mapUrl: the grey map, or a segmentation's mask when kind is "mask" (or null).
+  // Both same-origin, so pixels are readable.
+  async load(baseUrl, mapUrl, kind = "heatmap") {
+    const [base, map] = await Promise.all([loadImage(baseUrl), mapUrl ? loadImage(mapUrl) : null]);
     this.source = pixelsOf(base);
     this.canvas.dataset.imageSize = `${base.naturalWidth}x${base.naturalHeight}`;
-    this.heatmap = heatmap ? toCanvas(colourise(pixelsOf(heatmap))) : null;
+    this.canvas.dataset.map = map ? kind : "none";
+    this.heatmap = map ? toCanvas((kind === "mask" ? tint : colourise)(pixelsOf(map))) : null;
     this.applyWindow();
   }
 
