@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -350,35 +351,42 @@ def _check_admin_pages(page: Any) -> None:
     _shot(page, "web-ui-6-admin")
 
 
-def test_web_ui_in_chromium(
-    sync_playwright: Any, server: str, pneumonia_png: Path, shared_data: Path
-) -> None:
+@contextmanager
+def _browser_page(sync_playwright: Any, url: str) -> Iterator[Any]:
+    """A Chromium page at ``url``, closed afterwards whatever happened."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server)
-            page.wait_for_selector("#view-login", state="visible")
-            page.fill("#username", "clinician-user")
-            page.fill("#password", "wrong password")
-            page.click("#login-submit")
-            page.wait_for_selector("#error", state="visible")
-            assert page.inner_text("#error-text") == "wrong user name or password."
-            _shot(page, "web-ui-1-login-error")
-            _log_in_page(page, "clinician-user")
-            assert page.is_hidden(".tab[data-view=admin]")  # admin pages only for admins
-
-            _predict_png_and_dicom(page, pneumonia_png, shared_data / CT)
-            _open_model_card(page)
-            page.set_viewport_size({"width": 768, "height": 1024})  # a tablet, portrait
-            _shot(page, "web-ui-3b-tablet")
-            page.set_viewport_size({"width": 1366, "height": 900})
-            _check_history(page)
-            _check_csrf_and_logout(page, server)
-            _check_admin_pages(page)
+            page.goto(url)
+            yield page
         finally:
             browser.close()
+
+
+def test_web_ui_in_chromium(
+    sync_playwright: Any, server: str, pneumonia_png: Path, shared_data: Path
+) -> None:
+    with _browser_page(sync_playwright, server) as page:
+        page.wait_for_selector("#view-login", state="visible")
+        page.fill("#username", "clinician-user")
+        page.fill("#password", "wrong password")
+        page.click("#login-submit")
+        page.wait_for_selector("#error", state="visible")
+        assert page.inner_text("#error-text") == "wrong user name or password."
+        _shot(page, "web-ui-1-login-error")
+        _log_in_page(page, "clinician-user")
+        assert page.is_hidden(".tab[data-view=admin]")  # admin pages only for admins
+
+        _predict_png_and_dicom(page, pneumonia_png, shared_data / CT)
+        _open_model_card(page)
+        page.set_viewport_size({"width": 768, "height": 1024})  # a tablet, portrait
+        _shot(page, "web-ui-3b-tablet")
+        page.set_viewport_size({"width": 1366, "height": 900})
+        _check_history(page)
+        _check_csrf_and_logout(page, server)
+        _check_admin_pages(page)
 
 
 def test_segmentation_and_ecg_models_in_chromium(
@@ -388,33 +396,24 @@ def test_segmentation_and_ecg_models_in_chromium(
     three files at once, answered with the beat counts and the strip plot."""
     _, pictures = tiny_segmentation_run(tmp_path_factory)
     record = shared_data / "ecg" / "wfdb" / "100"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(task_server)
-            _log_in_page(page, "clinician-user")
-            page.set_input_files("#file-input", str(pictures / "26_image.png"))
-            page.wait_for_function(
-                "() => document.querySelector('#canvas').dataset.map === 'mask'", timeout=TIMEOUT_MS
-            )
-            assert page.inner_text("#map-name") == "Mask" and page.locator(".bar").count() == 0
-            assert "Mask:" in page.inner_text("#result-summary") and page.is_visible("#result-mask-link")
-            with_mask = _canvas(page)
-            page.click("#heatmap-toggle")
-            assert _canvas(page) != with_mask, "hiding the mask did not change the picture"
-            page.click("#heatmap-toggle")
-            _shot(page, "web-ui-7-segmentation")
+    with _browser_page(sync_playwright, task_server) as page:
+        _log_in_page(page, "clinician-user")
+        page.set_input_files("#file-input", str(pictures / "26_image.png"))
+        page.wait_for_function(
+            "() => document.querySelector('#canvas').dataset.map === 'mask'", timeout=TIMEOUT_MS
+        )
+        assert page.inner_text("#map-name") == "Mask" and page.locator(".bar").count() == 0
+        assert "Mask:" in page.inner_text("#result-summary") and page.is_visible("#result-mask-link")
+        with_mask = _canvas(page)
+        page.click("#heatmap-toggle")
+        assert _canvas(page) != with_mask, "hiding the mask did not change the picture"
+        page.click("#heatmap-toggle")
+        _shot(page, "web-ui-7-segmentation")
 
-            page.select_option("#model-select", "beats:1")
-            page.set_input_files(
-                "#file-input", [str(record.with_suffix(s)) for s in (".hea", ".dat", ".atr")]
-            )
-            page.wait_for_function("() => document.querySelector('#strip-img').naturalWidth > 0")
-            counts = page.inner_text("#beat-counts")
-            assert "other:" in counts and "pvc:" in counts and page.is_hidden("#viewer-card")
-            assert page.is_hidden("#overlay-figure") and page.is_hidden("#error")
-            _shot(page, "web-ui-8-ecg")
-        finally:
-            browser.close()
+        page.select_option("#model-select", "beats:1")
+        page.set_input_files("#file-input", [str(record.with_suffix(s)) for s in (".hea", ".dat", ".atr")])
+        page.wait_for_function("() => document.querySelector('#strip-img').naturalWidth > 0")
+        counts = page.inner_text("#beat-counts")
+        assert "other:" in counts and "pvc:" in counts and page.is_hidden("#viewer-card")
+        assert page.is_hidden("#overlay-figure") and page.is_hidden("#error")
+        _shot(page, "web-ui-8-ecg")

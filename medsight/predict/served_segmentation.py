@@ -24,7 +24,7 @@ from medsight.predict.segmentation import result_pngs, segment_array
 
 @dataclass
 class SegmentationPrediction:
-    label: str  # the structure outlined (the model's foreground class)
+    label: str  # the structure outlined (the model's foreground class), or the background's when none is
     classes: list[str]
     threshold: float
     model: dict[str, str]  # {"name", "version"}
@@ -77,7 +77,7 @@ def segment_upload(
     pngs = result_pngs(image, result)
     classes = list(segmenter.info.get("classes") or ["background", "structure"])
     return SegmentationPrediction(
-        label=classes[-1],
+        label=classes[-1] if result.mask.any() else classes[0],  # nothing found: the background's name
         classes=classes,
         threshold=result.threshold,
         model={"name": model.name, "version": model.version},

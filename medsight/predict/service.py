@@ -42,7 +42,7 @@ class ServedPrediction:
 
 
 class PredictionService:
-    """``predict_upload``, ``predict_instance`` and ``predict_series`` for the API, over one store and one
+    """``predict_files``, ``predict_instance`` and ``predict_series`` for the API, over one store and one
     model cache."""
 
     def __init__(self, store: Store, predictor: Predictor | None = None, deid_profile: str = "basic") -> None:
@@ -54,23 +54,6 @@ class PredictionService:
         """``spec`` = NAME, NAME:VERSION, or None for the default model (NotFoundError when unknown)."""
         found = serving_key(self.store, spec)
         return self.predictor.model(found.name, found.version, found.run_path)
-
-    def predict_upload(
-        self,
-        data: bytes,
-        filename: str | None,
-        model: str | None,
-        explain: str,
-        user: User,
-        client: str | None = None,
-    ) -> ServedPrediction:
-        """Predict on uploaded bytes; a DICOM is ingested and its result goes into its study."""
-        loaded = self.model(model)
-        prediction = self._predict(data, filename, loaded, explain, user, client)
-        assert prediction.source is not None
-        if prediction.source.format != "dicom":
-            return self._keep(prediction, user, client, upload_id=prediction.source.sha256[:32])
-        return self._keep(prediction, user, client, source=self._ingest(data, filename, user, client))
 
     def predict_files(
         self,
@@ -91,8 +74,13 @@ class PredictionService:
                 f"{len(parts)} files: send one image as the field 'file' (several files are an ECG record's, "
                 "for an ECG model)."
             )
-        ((name, data),) = parts
-        return self.predict_upload(data, name, model, explain, user, client)
+        ((filename, data),) = parts
+        prediction = self._predict(data, filename, loaded, explain, user, client)
+        assert prediction.source is not None
+        if prediction.source.format != "dicom":
+            return self._keep(prediction, user, client, upload_id=prediction.source.sha256[:32])
+        # a DICOM is ingested (de-identified, stored) and its result goes into its study
+        return self._keep(prediction, user, client, source=self._ingest(data, filename, user, client))
 
     def predict_instance(
         self, sop_uid: str, model: str | None, explain: str, user: User, client: str | None = None
