@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from benchmark_sections import write_section
+from benchmark_sections import add_output_options, publish
 from serve_process import PASSWORD, USER, cpu_seconds, multipart_png, serve, test_pngs, train_run
 
 MARKER = "<!-- serve-benchmark -->"
@@ -145,9 +145,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="load time per client count")
     parser.add_argument("--warmup", type=float, default=3.0, help="unrecorded load before each count")
     parser.add_argument("--torch-threads", type=int, help="passed to `medsight serve` (default: its own)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    add_output_options(parser)
     args = parser.parse_args()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="medsight-serve-bench-") as tmp:
@@ -169,12 +167,7 @@ def main() -> None:
         + (f" --torch-threads {args.torch_threads}" if args.torch_threads else "")
     )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
-    section = table(results, command, machine, info)
-    if not args.no_write:
-        write_section(section, args.out, MARKER)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(section)
+    publish(args, table(results, command, machine, info), MARKER, results)
 
 
 if __name__ == "__main__":
