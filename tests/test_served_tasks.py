@@ -120,8 +120,20 @@ def test_segmentation_served_as_mask_and_as_dicom_seg(
     )
     assert stored.PatientID != "TEST-1"  # the pseudonym, copied from the stored source
     assert int(stored.pixel_array.sum()) == seg["foreground_pixels"] == int((mask > 0).sum())
+    # the stored instance again, by its UID: the same mask, a second SEG in the same study
+    again = client.post(
+        "/api/predict", json={"instance": body["sop_instance_uid"], "model": SEGMENTER}, headers=bearer(token)
+    )
+    assert again.status_code == 200, again.text
+    second = again.json()["segmentation"]
+    assert (
+        second["foreground_pixels"] == seg["foreground_pixels"] and second["seg_sop_instance_uid"] != seg_uid
+    )
     history = client.get(f"/api/studies/{study}", headers=bearer(token)).json()
-    assert history["results"][0]["segmentation"]["seg_sop_instance_uid"] == seg_uid
+    assert [r["segmentation"]["seg_sop_instance_uid"] for r in history["results"]] == [
+        second["seg_sop_instance_uid"],
+        seg_uid,
+    ]
     assert check_store(store).ok
 
 
@@ -216,6 +228,11 @@ def test_an_ecg_record_is_served_beat_by_beat(ecg_served, ecg_run, store: Store,
     assert strip.status_code == 200 and _png(strip.content).shape[1] > 500
     assert client.get(ecg["strip_url"], headers=bearer(tokens["clinician2"])).status_code == 404
     assert client.get(f"/api/results/{body['id']}", headers=bearer(token)).json()["ecg"] == ecg
+
+    # the MIT-BIH npz copy of the same record, as one part: the same beats
+    npz = _post_record(client, token, [("100", (shared_data / "ecg" / "mitdb" / "100.npz").read_bytes())])
+    assert npz.status_code == 200, npz.text
+    assert npz.json()["source_format"] == "npz" and npz.json()["ecg"]["beats"] == ecg["beats"]
 
 
 def test_ecg_refusals_and_a_record_at_another_rate(
