@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from conftest import both_backends
 from fastapi.testclient import TestClient
 from PIL import Image
 from predict_helpers import (
@@ -62,11 +63,19 @@ def test_a_segmentation_run_registers_with_dice_and_its_cis(store: Store, segmen
     assert card["task"] == "segmentation" and card["classes"] == ["background", "foreground"]
     test = card["metrics"]["test"]["metrics"]
     assert {"dice", "iou", "sensitivity", "specificity", "auc", "hd95"} <= set(test)
+    assert test["hd95"]["unit"] == "px" and "unit" not in test["dice"]  # PNG pictures: no spacing
     assert "acc" not in test and test["dice"]["ci95"][0] <= test["dice"]["value"] <= test["dice"]["ci95"][1]
     assert card["input"]["patch_size"] == [32, 32] and "mean Dice" in card["threshold"]["how_chosen"]
     assert "image/mask pairs" in card["limitations"][0]
 
 
+def test_the_segmentation_card_page_names_the_hd95_unit(seg_served) -> None:
+    client, tokens = seg_served
+    page = client.get(f"/api/models/{SEGMENTER}/card", headers=bearer(tokens["clinician"]))
+    assert page.status_code == 200 and "<td>hd95 (px)</td>" in page.text and "<td>dice</td>" in page.text
+
+
+@both_backends  # results with their images in result_images, and the SEG, on SQLite and PostgreSQL
 def test_segmentation_served_as_mask_and_as_dicom_seg(
     seg_served, segmentation, store: Store, tmp_path
 ) -> None:
