@@ -4,6 +4,7 @@ ECG record, through the same de-identification, storage, access checks and refus
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def _png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def test_a_segmentation_run_registers_with_dice_and_its_cis(store: Store, segmentation) -> None:
-    run_dir, _ = segmentation
+def test_a_segmentation_run_registers_with_dice_and_its_cis(
+    store: Store, segmentation, tmp_path: Path
+) -> None:
+    run_dir, pictures = segmentation
     card = register_run(store, run_dir, SEGMENTER, "1").card
     assert card["task"] == "segmentation" and card["classes"] == ["background", "foreground"]
     test = card["metrics"]["test"]["metrics"]
@@ -67,6 +70,19 @@ def test_a_segmentation_run_registers_with_dice_and_its_cis(store: Store, segmen
     assert "acc" not in test and test["dice"]["ci95"][0] <= test["dice"]["value"] <= test["dice"]["ci95"][1]
     assert card["input"]["patch_size"] == [32, 32] and "mean Dice" in card["threshold"]["how_chosen"]
     assert "image/mask pairs" in card["limitations"][0]
+
+    # `medsight predict` takes the registered name as it takes the run folder
+    from typer.testing import CliRunner
+
+    from medsight.cli import app as cli_app
+
+    out = tmp_path / "masks.csv"
+    done = CliRunner().invoke(
+        cli_app, ["predict", SEGMENTER, str(pictures / "26_image.png"), "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    (row,) = csv.DictReader(out.open())
+    assert row["status"] == "ok" and row["model"] == f"{SEGMENTER}:1" and Path(row["mask"]).is_file()
 
 
 def test_the_segmentation_card_page_names_the_hd95_unit(seg_served) -> None:
