@@ -58,14 +58,23 @@ def dataset_facts(name: str) -> dict[str, Any]:
     }
 
 
-def _split_metrics(block: dict[str, Any], headline: tuple[str, ...] = HEADLINE) -> dict[str, Any]:
-    """Headline metrics with their bootstrap CIs, the split's size and prevalence, and calibration."""
-    ci = block.get("ci") or {}
+def _split_metrics(
+    block: dict[str, Any], headline: tuple[str, ...] = HEADLINE, units: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Headline metrics with their bootstrap CIs, the split's size and prevalence, and calibration.
+
+    ``units`` names the unit of the metrics that have one (HD95: mm, or px for images without spacing).
+    """
+    ci, units = block.get("ci") or {}, units or {}
     return {
         "n": block.get("n"),
         "prevalence": block.get("prevalence"),
         "n_boot": block.get("n_boot"),
-        "metrics": {k: {"value": block[k], "ci95": ci.get(k)} for k in headline if block.get(k) is not None},
+        "metrics": {
+            k: {"value": block[k], "ci95": ci.get(k)} | ({"unit": units[k]} if k in units else {})
+            for k in headline
+            if block.get(k) is not None
+        },
         "confusion_matrix": block.get("confusion_matrix"),
         "ece": (block.get("calibration") or {}).get("ece"),
     }
@@ -134,8 +143,11 @@ def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] |
     dataset = dataset_facts(str(metrics.get("dataset") or settings.get("dataset")))
     dataset.update({"n_train": fingerprint.get("n_train"), "modality": fingerprint.get("modality")})
     headline = SEGMENTATION_HEADLINE if task == "segmentation" else HEADLINE
+    units = {"hd95": metrics["hd95_unit"]} if metrics.get("hd95_unit") else {}  # mm, or px without spacing
     splits = {
-        s: _split_metrics(metrics[s], headline) for s in ("val", "test") if isinstance(metrics.get(s), dict)
+        s: _split_metrics(metrics[s], headline, units)
+        for s in ("val", "test")
+        if isinstance(metrics.get(s), dict)
     }
     classes = (metrics.get("test") or metrics.get("val") or {}).get("classes") or info.get("classes")
     return {

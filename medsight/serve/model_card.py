@@ -28,9 +28,14 @@ def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else _e(value)
 
 
+def _metric_name(name: str, metric: dict[str, Any]) -> str:
+    """The metric's name, with its unit where it has one (HD95: mm, or px for images without spacing)."""
+    return _e(name) + (f" ({_e(metric['unit'])})" if metric.get("unit") else "")
+
+
 def _metrics_table(split: str, block: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr><td>{_e(name)}</td><td>{_num(m.get('value'))}</td><td>"
+        f"<tr><td>{_metric_name(name, m)}</td><td>{_num(m.get('value'))}</td><td>"
         + (f"{_num(m['ci95'][0])} – {_num(m['ci95'][1])}" if m.get("ci95") else "n/a")
         + "</td></tr>"
         for name, m in (block.get("metrics") or {}).items()
