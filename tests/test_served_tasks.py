@@ -269,6 +269,7 @@ def test_ecg_refusals_and_a_record_at_another_rate(
     header, signal = record.with_suffix(".hea").read_bytes(), record.with_suffix(".dat").read_bytes()
     refusals = [
         ([("100.hea", header)], 400, "signal file (NAME.dat) is missing"),
+        ([("100.hea", header), ("100.dat", b"")], 400, "a part of the record: the file is empty"),
         ([("100.hea", header), ("100.dat", signal[:-10])], 400, "no part holds the signal file 100.dat"),
         ([("100.dat", signal)], 415, "not an ECG record"),
         ([("scan.png", synthetic_test_png())], 415, "not an ECG record"),

@@ -116,11 +116,11 @@ def declared_pixels(data: bytes, fmt: str, name: str) -> int:
 
 def check_size(data: bytes, limits: Limits, name: str) -> None:
     if not data:
-        raise EmptyUploadError(f"{name}: the file is empty (0 bytes); send an image.")
+        raise EmptyUploadError(f"{name}: the file is empty (0 bytes); send it again with its content.")
     if len(data) > limits.max_bytes:
         raise UploadTooLargeError(
             f"{name}: {len(data) / 2**20:.1f} MiB is more than this server accepts "
-            f"({limits.max_bytes / 2**20:.0f} MiB); send a smaller image."
+            f"({limits.max_bytes / 2**20:.0f} MiB); send a smaller file."
         )
 
 
