@@ -16,7 +16,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydicom
 from pydicom import Dataset
@@ -163,20 +163,13 @@ class PredictionService:
         if source is not None:
             sr_uid, sc_uid = self._add_to_study(result_objects(prediction, source), user, client)
         new = NewResult(
-            model_name=prediction.model["name"],
-            model_version=prediction.model["version"],
-            label=prediction.label,
-            classes=prediction.classes,
+            **_answer(prediction),
             probabilities=prediction.probabilities,
-            threshold=prediction.threshold,
             source_format=prediction.source.format if prediction.source else "dicom",
             explain_method=prediction.explain_method,
             heatmap_png=prediction.heatmap_png,
             overlay_png=prediction.overlay_png,
-            timing=prediction.timing_ms,
-            study_uid=str(source.StudyInstanceUID) if source is not None else None,
-            sop_uid=str(source.SOPInstanceUID) if source is not None else None,
-            upload_id=upload_id,
+            **_place(source, upload_id),
             sr_sop_uid=sr_uid,
             sc_sop_uid=sc_uid,
         )
@@ -201,21 +194,14 @@ class PredictionService:
         if source is not None:
             (seg_uid,) = self._add_to_study([segmentation_object(prediction, source)], user, client)
         new = NewResult(
-            model_name=prediction.model["name"],
-            model_version=prediction.model["version"],
-            label=prediction.label,
-            classes=prediction.classes,
+            **_answer(prediction),
             probabilities=[],
-            threshold=prediction.threshold,
             source_format=prediction.source.format if prediction.source else "dicom",
             explain_method="none",
             heatmap_png=prediction.pngs.get("probs"),  # the probability map is a segmentation's heatmap
             overlay_png=prediction.pngs["overlay"],
             images={"mask": prediction.pngs["mask"]} if "mask" in prediction.pngs else {},
-            timing=prediction.timing_ms,
-            study_uid=str(source.StudyInstanceUID) if source is not None else None,
-            sop_uid=str(source.SOPInstanceUID) if source is not None else None,
-            upload_id=upload_id,
+            **_place(source, upload_id),
             task="segmentation",
             details=prediction.summary() | {"seg_sop_instance_uid": seg_uid},
         )
@@ -223,20 +209,36 @@ class PredictionService:
 
     def _keep_ecg(self, prediction: EcgPrediction, user: User, client: str | None) -> ServedPrediction:
         new = NewResult(
-            model_name=prediction.model["name"],
-            model_version=prediction.model["version"],
-            label=prediction.label,
-            classes=prediction.classes,
+            **_answer(prediction),
             probabilities=[],
-            threshold=prediction.threshold,
             source_format=prediction.source_format,
             explain_method="none",
             heatmap_png=None,
             overlay_png=None,
             images={"strip": prediction.strip_png} if prediction.strip_png else {},
-            timing=prediction.timing_ms,
             upload_id=prediction.upload_id,
             task="ecg",
             details=prediction.details,
         )
         return ServedPrediction(prediction, add_result(self.store, new, user, client))
+
+
+def _answer(prediction: Prediction | SegmentationPrediction | EcgPrediction) -> dict[str, Any]:
+    """What every task's result row says alike: the model, the finding, the threshold, the timing."""
+    return {
+        "model_name": prediction.model["name"],
+        "model_version": prediction.model["version"],
+        "label": prediction.label,
+        "classes": prediction.classes,
+        "threshold": prediction.threshold,
+        "timing": prediction.timing_ms,
+    }
+
+
+def _place(source: Dataset | None, upload_id: str | None) -> dict[str, str | None]:
+    """Where a result belongs: the stored source's study and instance, or the upload's hash."""
+    return {
+        "study_uid": str(source.StudyInstanceUID) if source is not None else None,
+        "sop_uid": str(source.SOPInstanceUID) if source is not None else None,
+        "upload_id": upload_id,
+    }
