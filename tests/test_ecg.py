@@ -240,6 +240,7 @@ def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, shared_data, tm
 
     recorded = yaml.safe_load((run / "config.yaml").read_text())["config"]
     assert recorded["model"] == "cnn1d" and recorded["intensity"] == "none" and recorded["tta"] is False
+    assert recorded["augment"] == "strong"  # signals: noise and artefacts, against noisy unseen patients
     metrics = json.loads((run / "metrics.json").read_text())
     ecg = metrics["ecg"]
     assert ecg["threshold"] == metrics["threshold"]

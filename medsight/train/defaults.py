@@ -77,6 +77,19 @@ def default_intensity(fp: Fingerprint) -> str:
     return "minmax"
 
 
+def default_augment(fp: Fingerprint) -> str:
+    """Signals get strong noise and artefacts: a noisy unseen patient is what trips an ECG classifier.
+
+    Cross-validated on MIT-BIH training records (108, noisy, and 119 held out; trained on the other
+    four; threshold from the validation records), false PVC alarms on 108 over seeds 0, 1, 2 fell
+    from 74, 5, 22 ("standard") to 11, 9, 16, with all 17 of its PVCs still found; false alarms on
+    the validation records went from 11, 5, 14 to 8, 8, 10.
+    """
+    if fp.spatial_dims == 1:
+        return "strong"
+    return "standard" if fp.n_train < 20000 else "light"
+
+
 def small_data(fp: Fingerprint) -> bool:
     """Fewer than 2000 training images: regularise more and average weights (see resolve)."""
     return fp.n_train < SMALL_DATA
@@ -114,7 +127,7 @@ def resolve(config: TrainConfig, fp: Fingerprint) -> TrainConfig:
     if config.intensity is None:
         chosen["intensity"] = default_intensity(fp)
     if config.augment is None:
-        chosen["augment"] = "standard" if fp.n_train < 20000 else "light"
+        chosen["augment"] = default_augment(fp)
     if config.batch_size is None:
         # small data sets get small batches, so that they still see enough optimiser steps
         chosen["batch_size"] = int(np.clip(fp.n_train // 16, 8, 32 if fp.spatial_dims == 3 else 128))
