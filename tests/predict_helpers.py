@@ -104,9 +104,6 @@ def tiny_segmentation_run(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from conftest import SHARED_DATA
     from test_segmentation import DRIVE_IDS, _drive_file, _small, write_manifest
 
-    from medsight.data.segmentation_registry import import_segmentation
-    from medsight.workflows import train_and_evaluate
-
     base = factory.getbasetemp()
     run_dir, pictures = base / "predict-tiny-segmentation", base / "predict-tiny-drive"
     if read_status(run_dir).get("status") == "complete":
@@ -122,10 +119,28 @@ def tiny_segmentation_run(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     manifest = write_manifest(
         pictures / "manifest.csv", ["image", "mask", "roi", "patient_id", "split"], rows
     )
+    return train_tiny_segmentation(factory, manifest, "tiny-drive", run_dir, [32, 32]), pictures
+
+
+def train_tiny_segmentation(
+    factory: pytest.TempPathFactory,
+    manifest: Path,
+    name: str,
+    run_dir: Path,
+    patch_size: list[int],
+    modality: str | None = None,
+) -> Path:
+    """``manifest`` imported as data set ``name`` and a small U-Net trained on it for 2 epochs of 64
+    patches into ``run_dir``, in a MEDSIGHT_HOME of its own (the run folder outlives the test)."""
+    from conftest import SHARED_DATA
+
+    from medsight.data.segmentation_registry import import_segmentation
+    from medsight.workflows import train_and_evaluate
+
     config = TrainConfig(
-        dataset="tiny-drive",
+        dataset=name,
         task="segmentation",
-        task_options={"patch_size": [32, 32], "patches_per_epoch": 64},
+        task_options={"patch_size": patch_size, "patches_per_epoch": 64},
         model_options={"channels": [8, 16, 32]},
         epochs=2,
         batch_size=8,
@@ -134,11 +149,11 @@ def tiny_segmentation_run(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         lr=1e-2,
     )
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEDSIGHT_HOME", str(factory.mktemp("segmentation-home")))
+        patch.setenv("MEDSIGHT_HOME", str(factory.mktemp(f"{name}-home")))
         patch.setenv("MEDSIGHT_DATA", str(SHARED_DATA))
-        import_segmentation(manifest, name="tiny-drive")
+        import_segmentation(manifest, name=name, modality=modality)
         train_and_evaluate(config, run_dir, log=lambda _: None)
-    return run_dir, pictures
+    return run_dir
 
 
 def tiny_ecg_run(factory: pytest.TempPathFactory) -> Path:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 import torch
 import yaml
 from pydicom import Dataset
 
 from medsight.data.prepare import InputSpec, prepare_images
+from medsight.io.volume import Volume
 from medsight.models import build_model
 
 CT_SERIES = "dicom/ct_head_ge"
@@ -141,3 +143,42 @@ def pixel_lps(dataset: Dataset, row: float, col: float) -> np.ndarray:
     cosines = np.array(dataset.ImageOrientationPatient, dtype=float)
     spacing = np.array(dataset.PixelSpacing, dtype=float)
     return position + col * spacing[1] * cosines[:3] + row * spacing[0] * cosines[3:]
+
+
+BONE_HU = 300.0  # CT voxels above this are bone: the tiny segmentation run's label
+BONE_SPACING = (3.0, 3.0, 3.0)  # mm (x, y, z): coarse, so that training and inference take seconds
+
+
+def bone_segmentation_run(factory: pytest.TempPathFactory) -> Path:
+    """A 3D U-Net trained by the engine ``medsight train`` runs to outline bone (HU > 300) in the real
+    head CT (~20 s), once per test session.
+
+    There is no labelled 3D set here, so the label is derived from the image itself. The series (read as
+    serving reads it: tilt and uneven spacing corrected, RAS) is resampled to 3 mm and cut into its four
+    quarters in the axial plane, which stand in for four cases (two train, one val, one test) since a
+    data set needs its splits: a test of the serving path, not a measure of generalisation.
+    """
+    from conftest import SHARED_DATA
+    from predict_helpers import train_tiny_segmentation
+
+    from medsight.io.nifti import write_nifti
+    from medsight.io.series import read_series
+    from medsight.io.volume import canonical, resample
+    from medsight.train.run_folder import read_status
+
+    run_dir, cases = factory.getbasetemp() / "bone-3d-run", factory.getbasetemp() / "bone-3d-cases"
+    if read_status(run_dir).get("status") == "complete":
+        return run_dir
+    volume = resample(canonical(read_series(SHARED_DATA / CT_SERIES)), BONE_SPACING)
+    _, rows, columns = volume.array.shape
+    rows_cut, columns_cut = rows // 2, columns // 2
+    lines = ["image,mask,patient_id,split"]
+    for k, (y, x) in enumerate([(0, 0), (0, columns_cut), (rows_cut, 0), (rows_cut, columns_cut)]):
+        part = volume.array[:, y : y + rows_cut, x : x + columns_cut]
+        affine = volume.affine.copy()
+        affine[:3, 3] = volume.world((x, y, 0))
+        write_nifti(Volume(part, affine), cases / f"q{k}_image.nii.gz")
+        write_nifti(Volume((part > BONE_HU).astype(np.float32), affine), cases / f"q{k}_mask.nii.gz")
+        lines.append(f"q{k}_image.nii.gz,q{k}_mask.nii.gz,q{k},{['train', 'train', 'val', 'test'][k]}")
+    (cases / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return train_tiny_segmentation(factory, cases / "manifest.csv", "ct-bone", run_dir, [16, 32, 32], "ct")

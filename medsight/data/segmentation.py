@@ -51,6 +51,13 @@ class SegmentationSplit:
         self.names.append(case.name)
         self.spacings.append(case.spacing)
 
+    def median_spacing(self) -> list[float] | None:
+        """The median pixel size per array axis (mm) when every image gives one: the grid the model
+        learnt on, to which a new volume is resampled before it is segmented (``series_segmentation``)."""
+        if not self.spacings or any(s is None for s in self.spacings):
+            return None
+        return [float(v) for v in np.median(np.array(self.spacings, dtype=np.float64), axis=0)]
+
     def foreground_share(self) -> float:
         """Share of the (in-ROI) pixels that are foreground, over the whole split."""
         inside = [m if r is None else m[r > 0] for m, r in zip(self.masks, self.rois, strict=True)]

@@ -174,11 +174,13 @@ def result_objects(prediction: Prediction, source: Dataset) -> list[Dataset]:
         return [structured_report(prediction, header), overlay_capture(prediction, header)]
 
 
-def segmentation_object(prediction: SegmentationPrediction, source: Dataset) -> Dataset:
-    """The mask as a binary DICOM SEG over ``source`` (a stored, de-identified image), in its study."""
+def segmentation_object(prediction: SegmentationPrediction, sources: list[Dataset]) -> Dataset:
+    """The mask as a binary DICOM SEG over ``sources`` (stored, de-identified: one image, or a series'
+    slices in the order of the mask's first axis), in their study; a series' SEG has a frame per slice
+    with structure on it (highdicom leaves the empty ones out)."""
     with warnings.catch_warnings():  # as above: a pseudonym has one name component
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
-        seg = dicom_seg([_header(source)], prediction.mask, prediction.info)
+        seg = dicom_seg([_header(s) for s in sources], prediction.mask, prediction.info)
     seg.SeriesDescription = f"medsight segmentation ({prediction.model['name']})"[:64]
     return seg
 

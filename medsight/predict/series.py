@@ -28,6 +28,7 @@ from medsight.predict.conform import conform
 from medsight.predict.decode import Limits
 from medsight.predict.errors import IncompatibleImageError, TooManyPixelsError
 from medsight.store import NotFoundError, Store, User
+from medsight.train.segmentation_inference import SegmentationSpec
 
 if TYPE_CHECKING:
     from medsight.predict.predictor import LoadedModel
@@ -37,9 +38,10 @@ if TYPE_CHECKING:
 class StoredSeries:
     volume: Volume
     source: Dataset  # the first slice (de-identified, without pixels): the SR and overlay refer to it
+    slices: list[Dataset]  # every slice (with pixels), ordered along the slice normal: a SEG's sources
 
 
-def require_3d(spec: InputSpec, model_name: str) -> None:
+def require_3d(spec: InputSpec | SegmentationSpec, model_name: str) -> None:
     if spec.spatial_dims != 3:
         raise IncompatibleImageError(
             f"model '{model_name}' takes single {spec.spatial_dims}D images, not a series; predict on one of "
@@ -55,25 +57,31 @@ def read_stored_series(
     records = store.find_instances(series_uid)
     if not records:
         raise NotFoundError(f"no series with Series Instance UID {series_uid} in the store.")
-    require_3d(model.spec, model.name)
+    require_3d(model.segmenter.spec if model.segmenter else model.spec, model.name)
     voxels = sum((r.rows or 0) * (r.columns or 0) * (r.frames or 1) for r in records)
     if voxels > limits.max_pixels:
         raise TooManyPixelsError(
             f"the series holds {voxels / 1e6:.0f} million voxels, more than this server reads at once "
             f"({limits.max_pixels / 1e6:.0f} million)."
         )
-    datasets = [
-        pydicom.dcmread(io.BytesIO(store.get_instance_bytes(r.sop_uid, user=user, client=client)))
-        for r in records
-    ]
+    raw = {r.sop_uid: store.get_instance_bytes(r.sop_uid, user=user, client=client) for r in records}
+    datasets = [pydicom.dcmread(io.BytesIO(data)) for data in raw.values()]
     images = [d for d in datasets if "PixelData" in d]
     try:
         volume = volume_from_datasets(images)
     except BadInputError as err:  # the series itself cannot be made a volume: unprocessable, say why
         raise IncompatibleImageError(f"the series cannot be read as one volume: {err}") from None
     first = min(images, key=lambda d: int(d.get("InstanceNumber") or 0))
-    del first.PixelData  # the results need the header only
-    return StoredSeries(volume, first)
+    header = pydicom.dcmread(io.BytesIO(raw[str(first.SOPInstanceUID)]), stop_before_pixels=True)
+    return StoredSeries(volume, header, sorted(images, key=along_normal))
+
+
+def along_normal(dataset: Dataset) -> float:
+    """A slice's distance along its plane's normal: the order ``volume_from_datasets`` stacks slices in."""
+    cosines = np.array(dataset.ImageOrientationPatient, dtype=np.float64)
+    return float(
+        np.array(dataset.ImagePositionPatient, dtype=np.float64) @ np.cross(cosines[:3], cosines[3:])
+    )
 
 
 def volume_input(volume: Volume, spec: InputSpec, name: str) -> np.ndarray:

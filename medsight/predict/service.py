@@ -25,7 +25,8 @@ from medsight.errors import MedsightError
 from medsight.predict.dicom_results import result_objects, segmentation_object, to_bytes
 from medsight.predict.errors import IncompatibleImageError, PredictInputError
 from medsight.predict.predictor import LoadedModel, Prediction, Predictor
-from medsight.predict.series import read_stored_series
+from medsight.predict.series import StoredSeries, read_stored_series
+from medsight.predict.series_segmentation import SeriesSegmentation, segment_series
 from medsight.predict.served_ecg import EcgPrediction, Part, classify_upload
 from medsight.predict.served_segmentation import SegmentationPrediction, segment_upload
 from medsight.store import InstanceMeta, Store, User, audit
@@ -94,22 +95,28 @@ class PredictionService:
     def predict_series(
         self, series_uid: str, model: str | None, explain: str, user: User, client: str | None = None
     ) -> ServedPrediction:
-        """Predict with a 3D model on a whole stored series (one volume); the result goes into its study."""
+        """A 3D model on a whole stored series (one volume): a classifier's label, or a segmentation
+        model's mask as one multi-frame DICOM SEG over the series' slices; the result goes into its study."""
         loaded = self.model(model)
-        if loaded.task != "classification":
+        if loaded.task == "ecg":
             raise IncompatibleImageError(
-                f"model '{loaded.name}' is a {loaded.task} model; whole series are predicted on by 3D classifiers."
+                f"model '{loaded.name}' classifies ECG beats; whole series are predicted on by 3D models."
             )
-        start = time.perf_counter()
-        try:
+
+        def predict() -> tuple[StoredSeries, Prediction | SeriesSegmentation]:
+            start = time.perf_counter()
             stored = read_stored_series(self.store, series_uid, loaded, self.predictor.limits, user, client)
             read_ms = (time.perf_counter() - start) * 1000
-            prediction = self.predictor.predict_volume(stored.volume, loaded, explain)
-        except MedsightError as err:
-            detail = {"model": f"{loaded.name}:{loaded.version}", "refused": type(err).__name__}
-            audit.record(self.store, "predict", "series", None, user, client, outcome="failed", detail=detail)
-            raise
-        prediction.timing_ms["preprocess"] = round(prediction.timing_ms["preprocess"] + read_ms, 2)
+            if loaded.task == "segmentation":
+                prediction = segment_series(stored, loaded, self.predictor.limits)
+            else:
+                prediction = self.predictor.predict_volume(stored.volume, loaded, explain)
+            prediction.timing_ms["preprocess"] = round(prediction.timing_ms["preprocess"] + read_ms, 2)
+            return stored, prediction
+
+        stored, prediction = self._audited(loaded, user, client, predict, target="series")
+        if isinstance(prediction, SeriesSegmentation):
+            return self._keep_segmentation(prediction, user, client, stored.slices, None)
         return self._keep(prediction, user, client, source=stored.source)
 
     def _predict(
@@ -127,14 +134,21 @@ class PredictionService:
 
         return self._audited(model, user, client, predict)
 
-    def _audited(self, model: LoadedModel, user: User, client: str | None, predict: Callable[[], T]) -> T:
+    def _audited(
+        self,
+        model: LoadedModel,
+        user: User,
+        client: str | None,
+        predict: Callable[[], T],
+        target: str = "upload",
+    ) -> T:
         """``predict()``; a refusal leaves one audit event saying which kind (never the message: it may
         quote a file name a patient is named in)."""
         try:
             return predict()
         except MedsightError as err:
             detail = {"model": f"{model.name}:{model.version}", "refused": type(err).__name__}
-            audit.record(self.store, "predict", "upload", None, user, client, outcome="failed", detail=detail)
+            audit.record(self.store, "predict", target, None, user, client, outcome="failed", detail=detail)
             raise
 
     def _ingest(self, data: bytes, filename: str | None, user: User, client: str | None) -> Dataset:
@@ -158,7 +172,8 @@ class PredictionService:
         upload_id: str | None = None,
     ) -> ServedPrediction:
         if isinstance(prediction, SegmentationPrediction):
-            return self._keep_segmentation(prediction, user, client, source, upload_id)
+            sources = [source] if source is not None else None
+            return self._keep_segmentation(prediction, user, client, sources, upload_id)
         sr_uid = sc_uid = None
         if source is not None:
             sr_uid, sc_uid = self._add_to_study(result_objects(prediction, source), user, client)
@@ -187,12 +202,13 @@ class PredictionService:
         prediction: SegmentationPrediction,
         user: User,
         client: str | None,
-        source: Dataset | None,
+        sources: list[Dataset] | None,
         upload_id: str | None,
     ) -> ServedPrediction:
+        """The mask's result row, and for DICOM sources (one image, or a series' slices) a SEG over them."""
         seg_uid = None
-        if source is not None:
-            (seg_uid,) = self._add_to_study([segmentation_object(prediction, source)], user, client)
+        if sources:
+            (seg_uid,) = self._add_to_study([segmentation_object(prediction, sources)], user, client)
         new = NewResult(
             **_answer(prediction),
             probabilities=[],
@@ -201,7 +217,7 @@ class PredictionService:
             heatmap_png=prediction.pngs.get("probs"),  # the probability map is a segmentation's heatmap
             overlay_png=prediction.pngs["overlay"],
             images={"mask": prediction.pngs["mask"]} if "mask" in prediction.pngs else {},
-            **_place(source, upload_id),
+            **_place(sources[0] if sources else None, upload_id),
             task="segmentation",
             details=prediction.summary() | {"seg_sop_instance_uid": seg_uid},
         )

@@ -59,11 +59,19 @@ class SegmentationOut(BaseModel):
 
     foreground_fraction: float = Field(description="share of the image's pixels in the mask")
     foreground_pixels: int
-    shape: list[int] = Field(description="the mask's size in pixels (rows, columns), the image's own")
+    shape: list[int] = Field(
+        description="the mask's size in pixels (rows, columns), the image's own; a series': (slices, rows, columns)"
+    )
     area_mm2: float | None = Field(
         None, description="the mask's area, when the image gives its pixel spacing"
     )
     volume_mm3: float | None = Field(None, description="a 3D mask's volume, when the image gives its spacing")
+    volume_ml: float | None = Field(
+        None, description="a series' mask volume in mL: each slice's mask over the slab it stands for"
+    )
+    overlay_slice: int | None = Field(
+        None, description="a series: the slice drawn in the overlay (the most structure; 0 = first)"
+    )
     pixel_spacing_mm: list[float] | None = None
     mask_url: str | None = Field(description="the mask as a PNG, 0 and 255 (2D images)")
     seg_sop_instance_uid: str | None = Field(

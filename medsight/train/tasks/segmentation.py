@@ -164,6 +164,7 @@ class SegmentationTask:
             "modality": self.dataset.modality,
             "dataset": self.dataset.name,
             "tta": bool(self.config.tta),  # evaluation and serving mirror the image alike
+            "spacing": self.dataset.splits["train"].median_spacing(),  # mm per array axis, or None
         }
 
 
