@@ -5,6 +5,9 @@ stacked by ``medsight.io.series`` (sorted by position; gantry tilt and uneven sp
 logged; 4D, mixed orientations or missing slices refused), turned to the closest RAS orientation, and
 resized to the model's input size (averaged over each output cell where it shrinks). Only then does ``conform`` bring
 channels and value type to what the model was trained on, as for any upload.
+
+A 3D segmentation model takes the volume at the run's own voxel size instead, and its mask goes back
+onto every acquired slice (``series_segmentation``): so the stored series keeps its slices too.
 """
 
 from __future__ import annotations
