@@ -24,6 +24,7 @@ from medsight.predict.registration import register_run
 from medsight.predict.series import along_normal
 from medsight.serve import create_app
 from medsight.store import Role, Store, add_user, create_token
+from medsight.store.audit import query as audit_query
 from medsight.store.results import count_results
 from medsight.train.segmentation_inference import load_segmenter
 
@@ -164,3 +165,7 @@ def test_series_a_model_cannot_take_are_refused_and_nothing_is_stored(
         answer = client.post("/api/predict", json=request, headers=bearer(token))
         assert answer.status_code == 422 and words in answer.json()["error"], answer.text
     assert count_results(store) == 0 and in_study() == 13  # no SEG, no result: nothing half-stored
+    refused = [e for e in audit_query(store, action="predict") if e.outcome == "failed"]
+    assert [(e.resource_type, e.detail["refused"]) for e in refused] == [
+        ("series", "IncompatibleImageError")
+    ] * 3
