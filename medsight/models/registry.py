@@ -52,6 +52,9 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "cnn-gru": (ConvRecurrent, "1D convolutions then a bidirectional GRU (Oh et al. 2018)"),
     "fusion": (FusionNet, "image + tabular features (feature-level or late fusion), one head per label"),
 }
+# Heads of average pooling and one linear layer, whose forward pass gives Grad-CAM's class maps as well
+# (``logits_and_class_maps``): served with a heatmap in one ONNX Runtime pass (``optimize.class_maps``).
+CLASS_MAP_HEADS = frozenset({"compact-resnet"})
 
 
 def build_model(

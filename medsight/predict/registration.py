@@ -122,14 +122,24 @@ def _ensemble_config(run_dir: Path, settings: dict[str, Any]) -> tuple[dict[str,
     return configs[0].get("config") or {}, configs[0].get("fingerprint") or {}, architecture
 
 
-def _serving_variant(run_dir: Path, architecture: dict[str, Any]) -> str:
+def _serving_variant(run_dir: Path, architecture: dict[str, Any], task: str) -> str:
+    """The variant ``serving.json`` names, and which pass answers a request with a Grad-CAM heatmap."""
+    from medsight.models.registry import CLASS_MAP_HEADS
+
     if (run_dir / ENSEMBLE_FILE).is_file():
         return f"{architecture['model']} (each member eager)"
     serving = run_dir / "serving.json"
     variant = json.loads(serving.read_text()).get("variant", "eager") if serving.is_file() else "eager"
+    if task != "classification":
+        return variant
+    if architecture.get("model") in CLASS_MAP_HEADS:
+        return (
+            f"{variant}; with a Grad-CAM heatmap, one ONNX Runtime pass of its logits and class maps "
+            "(checked against the eager model when loaded)"
+        )
     if variant == "eager":
         return variant
-    return f"{variant}; with a Grad-CAM heatmap, the eager model, whose one pass gives both"
+    return f"{variant}; with a Grad-CAM heatmap, the eager model, whose forward and backward pass give both"
 
 
 def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] | None) -> dict[str, Any]:
@@ -163,7 +173,7 @@ def build_card(run_dir: Path, intended_use: str | None, limitations: list[str] |
         "limitations": limitations or default_limitations(dataset, settings, metrics, task),
         "training": metrics.get("training"),
         "privacy": metrics.get("privacy"),
-        "serving_variant": _serving_variant(run_dir, architecture),
+        "serving_variant": _serving_variant(run_dir, architecture, task),
         "explanation": _explanation(task, run_dir),
         "config": config.get("config") or {},
         "versions": config.get("versions"),
