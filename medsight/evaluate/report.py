@@ -150,14 +150,10 @@ def _threshold_text(metrics: Mapping) -> str:
         return "<p>Multi-class prediction: the class with the highest probability (argmax); no threshold.</p>"
     rule = metrics.get("threshold_rule")
     rule_text = f" by the <b>{_esc(rule)}</b> rule" if rule else ""
-    where = "on the <b>validation set only</b>"
-    if metrics.get("threshold_pool"):  # record folds: see medsight/train/record_folds.py
-        rule_text = f" by the <b>{_esc(metrics['threshold_pool']['rule'])}</b> rule"
-        where = "on <b>out-of-fold predictions of the training and validation patients</b>"
     return (
         f'<p class="note">Operating threshold: <b>{fmt(test.get("threshold"))}</b> '
         f"(a case is called positive when its probability is at least this). It was chosen{rule_text} "
-        f"{where}; the test set played no part in choosing it or the model.</p>"
+        "on the <b>validation set only</b>; the test set played no part in choosing it or the model.</p>"
     )
 
 

@@ -19,7 +19,6 @@ from medsight.evaluate.metrics import choose_threshold, evaluate_split
 from medsight.evaluate.multitask import evaluate_heads, heads_summary
 from medsight.evaluate.report import write_report
 from medsight.train.inference import load_checkpoint, load_trained_model
-from medsight.train.record_folds import read_pool
 from medsight.train.run_folder import atomic_write_text, read_status, require_run, set_status
 
 Log = Callable[[str], None]
@@ -51,14 +50,12 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
     heads = None
     if trained.heads:  # several labels: each evaluated on its own; the first fills the usual blocks
         heads, labels, probs = evaluate_heads(trained.heads, labels, probs, rule, n_boot, seed)
-    threshold, pool = None, None
-    if binary:
-        threshold, pool = operating_threshold(run_dir, labels["val"], probs["val"][:, 1], rule)
+    threshold = choose_threshold(labels["val"], probs["val"][:, 1], rule) if binary else None
     metrics: dict = {
         "dataset": dataset.name,
         "model": config["model"],
         "threshold": threshold,
-        "threshold_rule": threshold_rule_text(rule, pool) if binary else "argmax",
+        "threshold_rule": f"{rule}, chosen on the validation split only" if binary else "argmax",
         "val": evaluate_split(
             labels["val"], probs["val"], dataset.classes, threshold, n_boot=n_boot, seed=seed
         ),
@@ -67,8 +64,6 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         metrics[split] = evaluate_split(
             labels[split], probs[split], dataset.classes, threshold, n_boot=n_boot, seed=seed
         )
-    if pool is not None:
-        metrics["threshold_pool"] = pool
     if heads is not None:
         metrics["heads"] = heads
     if dataset.modality == "ecg" and binary:  # PVC sensitivity/PPV per record (evaluate/ecg.py)
@@ -97,7 +92,7 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         config=config,
         metrics=metrics,
         plots=figures,
-        notes=_notes(binary, split, tta, pooled=pool is not None)
+        notes=_notes(binary, split, tta)
         + _privacy_notes(metrics.get("privacy"))
         + (
             [f"Several labels; the figures show '{next(iter(heads))}'. " + heads_summary(heads, split)]
@@ -113,38 +108,6 @@ def evaluate_run(run_dir: Path, split: str = "test", *, log: Log = print) -> dic
         log(heads_summary(heads, split))
     log(f"report: {report}")
     return metrics
-
-
-def operating_threshold(
-    run_dir: Path, val_labels: np.ndarray, val_scores: np.ndarray, rule: str
-) -> tuple[float, dict | None]:
-    """The threshold by ``rule``: on the run's out-of-fold pool when training left one, else on validation.
-
-    With a pool, its summary (size, patients, both thresholds) is returned for metrics.json.
-    """
-    pool = read_pool(run_dir)
-    if pool is None:
-        return choose_threshold(val_labels, val_scores, rule), None
-    threshold = choose_threshold(pool["labels"], pool["probs"], rule)
-    return threshold, {
-        "source": "record-folds",
-        "rule": rule,
-        "folds": int(pool["fold"].max()) + 1,
-        "patients": int(pool["patients"]),
-        "cases": int(len(pool["labels"])),
-        "positives": int(pool["labels"].sum()),
-        "threshold": threshold,
-        "threshold_from_val": choose_threshold(val_labels, val_scores, rule),  # the rule without the pool
-    }
-
-
-def threshold_rule_text(rule: str, pool: dict | None) -> str:
-    if pool is None:
-        return f"{rule}, chosen on the validation split only"
-    return (
-        f"{rule}, chosen on out-of-fold predictions of the {pool['patients']} training and validation "
-        f"patients ({pool['folds']} folds of whole patients, each predicted by a model trained without them)"
-    )
 
 
 def run_task(run_dir: Path) -> str:
@@ -176,17 +139,14 @@ def _plots(
     return figures
 
 
-def _notes(binary: bool, split: str, tta: bool, pooled: bool = False) -> list[str]:
+def _notes(binary: bool, split: str, tta: bool) -> list[str]:
     notes = [
         f"Metrics on the {split} split were computed once, after training; model selection used validation."
     ]
     if binary:
-        chosen_on = (
-            "out-of-fold predictions of the training and validation patients" if pooled else "validation"
-        )
         notes.append(
             "acc_at_0_5 is accuracy at a 0.5 threshold (MedMNIST protocol); acc, sensitivity, "
-            f"specificity and F1 use the operating threshold chosen on {chosen_on}, as served."
+            "specificity and F1 use the operating threshold chosen on validation, as served."
         )
     if tta:
         notes.append("Predictions average test-time augmentation (flips where the anatomy allows them).")

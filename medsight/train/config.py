@@ -63,11 +63,6 @@ class TrainConfig(BaseModel):
     monitor: Literal["auc", "loss"] = "auc"
     # evaluation
     threshold_rule: Literal["youden", "accuracy", "f1"] = "youden"
-    threshold_pool: Literal["val", "record-folds"] = Field(
-        "val",
-        description="where the threshold is chosen: val, or record-folds (out-of-fold predictions over the "
-        "training and validation patients, 3 extra trainings; see train/record_folds.py)",
-    )
     tta: bool | None = Field(None, description="test-time flips where anatomy allows; None: from data")
     bootstrap: int = Field(1000, ge=0)
     # differential privacy (Opacus; see privacy.py): off unless dp_epsilon is set

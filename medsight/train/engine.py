@@ -25,7 +25,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from medsight.errors import ConfigError
-from medsight.train import distributed, privacy, record_folds
+from medsight.train import distributed, privacy
 from medsight.train.averaging import WeightAverager, recompute_batchnorm
 from medsight.train.config import TrainConfig
 from medsight.train.distributed import SINGLE, World
@@ -450,15 +450,6 @@ def _fit(config: TrainConfig, run_dir: Path, resume: bool, log: Log, world: Worl
             + distributed.describe(world, config.batch_size)
         )
         reason = trainer.fit()
-        if config.threshold_pool == "record-folds" and not world.distributed:
-            # each fold is trained as this run was; the folds' models are discarded
-            record_folds.threshold_pool(
-                config,
-                dataset,
-                run_dir,
-                lambda d, folder: Trainer(config, folder, kind.build(config, d), _quiet).fit(),
-                log,
-            )
         status(
             run_dir,
             "trained",
