@@ -287,5 +287,7 @@ def test_ecg_refusals_and_a_record_at_another_rate(
     assert answer.status_code == 200, answer.text
     ecg = answer.json()["ecg"]
     assert ecg["record_sampling_rate_hz"] == 250 and ecg["sampling_rate_hz"] == 360
-    assert any("resampled to 360 Hz" in note for note in ecg["notes"]) and ecg["strip_url"] is None
+    assert any("resampled to 360 Hz" in note for note in ecg["notes"])
+    strip = client.get(ecg["strip_url"], headers=bearer(token))  # drawn at the record's own 250 Hz
+    assert strip.status_code == 200 and _png(strip.content).shape[1] > 500
     assert abs(len(ecg["beats"]) - 70) < 15  # about a minute of beats, at the model's rate

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage, signal
 
-from medsight.errors import BadInputError
 from medsight.io.ecg import (
     BeatAnnotations,
     EcgHeader,
@@ -114,9 +113,8 @@ def filter_ecg(x: np.ndarray, fs: float, settings: BeatSettings = BeatSettings()
 
 
 def filtered_strip(header: EcgHeader, start: int, stop: int, settings: BeatSettings = BeatSettings()):
-    """Samples ``[start, stop)`` of a record, filtered as the beats were (for plots)."""
-    if header.fs != settings.fs:
-        raise BadInputError(f"{header.name}: strips are drawn at the record's own rate {header.fs:g} Hz.")
+    """Samples ``[start, stop)`` of a record at its own rate, filtered as the beats were (for plots): the
+    filters are laid out in seconds and Hz, so a record at another rate than the model's is filtered alike."""
     margin = round(settings.margin_seconds() * header.fs)
     lo = max(0, start - margin)
     with SignalReader(header) as reader:

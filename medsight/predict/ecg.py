@@ -107,22 +107,21 @@ def detect_beats(header: EcgHeader, settings: BeatSettings, *, log: Log = print)
     return BeatAnnotations(samples, np.zeros(len(samples), dtype=bool))
 
 
-def plot_record(prediction: RecordPrediction, settings: dict, path: Path) -> Path | None:
-    """10 s where the most beats were called PVC (or disagree with the annotations); None when the
-    record is at another rate than the model (strips are drawn at the record's own rate)."""
+def plot_record(prediction: RecordPrediction, settings: dict, path: Path) -> Path:
+    """10 s where the most beats were called PVC (or disagree with the annotations), drawn at the record's
+    own rate (the beats, counted at the model's rate, are placed on it)."""
     from medsight.evaluate.ecg import STRIP_SECONDS, busiest_stretch, draw_strip
 
-    header, beats, truth = prediction.header, prediction.beats, prediction.reference
-    if header.fs != prediction.fs:
-        return None
+    header, truth = prediction.header, prediction.reference
+    beats = np.round(prediction.beats.samples * (header.fs / prediction.fs)).astype(np.int64)
     weight = prediction.is_pvc.astype(int) + (0 if truth is None else 2 * (prediction.is_pvc != truth))
-    start = busiest_stretch(beats.samples, weight, round(STRIP_SECONDS * header.fs))
+    start = busiest_stretch(beats, weight, round(STRIP_SECONDS * header.fs))
     title = f"record {header.name}: beats called by the model (beats from {prediction.beats_from})"
     return draw_strip(
         header,
         BeatSettings(**_settings(settings)),
         start,
-        beats.samples,
+        beats,
         prediction.is_pvc,
         truth,
         title,

@@ -59,7 +59,7 @@ class EcgPrediction:
     source_format: str  # "wfdb" or "npz"
     upload_id: str  # the first 32 hex digits of the SHA-256 of the parts, in order
     details: dict = field(repr=False)  # the API's ``ecg`` block without its link
-    strip_png: bytes | None = field(repr=False)  # None when the record was resampled
+    strip_png: bytes = field(repr=False)
     timing_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -209,13 +209,9 @@ def classify_upload(parts: list[Part], model: LoadedModel, limits: Limits) -> Ec
             prediction = classify_record(model.trained, path, log=notes.append)
             inference_ms, start = _ms(start), time.perf_counter()
             strip = plot_record(prediction, model.trained.info["ecg"]["settings"], folder / "strip.png")
-            strip_png = strip.read_bytes() if strip is not None else None
+            strip_png = strip.read_bytes()
         except MedsightError as err:  # say what was wrong, never where our temporary folder is
             raise type(err)(str(err).replace(f"{folder}/", "").replace(str(folder), "the upload")) from None
-    if strip_png is None:
-        notes.append(
-            "no strip plot: the record was resampled to the model's rate, and strips are drawn at the record's own."
-        )
     classes = list(model.classes)
     digest = hashlib.sha256(b"".join(hashlib.sha256(data).digest() for _, data in parts)).hexdigest()
     return EcgPrediction(

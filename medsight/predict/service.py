@@ -231,7 +231,7 @@ class PredictionService:
             explain_method="none",
             heatmap_png=None,
             overlay_png=None,
-            images={"strip": prediction.strip_png} if prediction.strip_png else {},
+            images={"strip": prediction.strip_png},
             upload_id=prediction.upload_id,
             task="ecg",
             details=prediction.details,

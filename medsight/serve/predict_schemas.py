@@ -98,7 +98,7 @@ class EcgOut(BaseModel):
     beats: list[BeatOut]
     notes: list[str] = Field(description="what was done to the record, e.g. resampled to the model's rate")
     strip_url: str | None = Field(
-        description="10 s of the record, beats coloured by prediction (None when it was resampled)"
+        description="10 s of the record at its own rate, beats coloured by prediction"
     )
 
 
