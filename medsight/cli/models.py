@@ -85,19 +85,6 @@ def list_models() -> None:
     console.print(table)
 
 
-def _inputs(paths: list[Path]) -> list[Path]:
-    """Files as given, and folders' files (recursively, hidden ones skipped), in a stable order."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)
-            )
-        else:
-            found.append(path)
-    return found
-
-
 def _load(model: str):  # noqa: ANN202 - a LoadedModel
     """A run folder, or a registered model (NAME or NAME:VERSION)."""
     from medsight.predict import load_model
@@ -115,39 +102,51 @@ def _load(model: str):  # noqa: ANN202 - a LoadedModel
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="a registered model (NAME or NAME:VERSION) or a run folder")],
-    inputs: Annotated[list[Path], typer.Argument(help="DICOM, PNG, JPEG or NIfTI files, or folders of them")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="DICOM, PNG, JPEG or NIfTI files, or folders of them (for a 3D model, each DICOM series "
+            "in a folder is one volume)"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="the CSV to write: one row per input")] = Path("results.csv"),
     explain_dir: Annotated[
         Path | None,
         typer.Option(
             help="write each input's overlay and heatmap PNGs here; for a segmentation run, its mask, "
-            "overlay and probability PNGs and, for a DICOM input, a DICOM SEG (default: OUT's name + _masks)"
+            "overlay and probability PNGs and, for a DICOM input or series, a DICOM SEG "
+            "(default: OUT's name + _masks)"
         ),
     ] = None,
     explain: Annotated[str, typer.Option(help="gradcam or occlusion")] = "gradcam",
     max_mb: Annotated[float, typer.Option(help="refuse files larger than this")] = 64,
 ) -> None:
-    """Predict on many files; a refused file gets a row with the reason and never stops the others.
+    """Predict on many files or DICOM series; a refused input gets a row with the reason, never stopping the others.
 
     A segmentation run (a run folder) writes a mask per input instead of a label: the CSV lists each
     mask's files and the share of the image it covers. An ECG beat model takes records (WFDB NAME.hea
     with its .dat, or .npz) and writes a row per beat; beats come from the record's annotations when
     it has them (shown beside the prediction), else from wfdb's XQRS detector.
 
-    Exit code 0 when at least one file got a prediction, 1 when every file was refused.
+    A 3D model (classifier or segmentation) reads each DICOM series in a folder as one volume, as
+    `POST /api/predict` reads a stored series (sorted, rescaled, tilt and uneven spacing corrected;
+    missing slices or mixed orientations refused): a row per series, and for a segmentation model one
+    multi-frame DICOM SEG over the folder's slices. The folder's other files get a row each.
+
+    Exit code 0 when at least one input got a prediction, 1 when every input was refused.
     """
     from medsight.predict import Limits, Predictor, batch
 
-    files, limits = _inputs(inputs), Limits(max_bytes=int(max_mb * 2**20))
-    loaded = _load(model)
+    limits, loaded = Limits(max_bytes=int(max_mb * 2**20)), _load(model)
     if loaded.task == "segmentation":  # a run folder or a registered segmentation model
         masks_dir = explain_dir or out.with_name(f"{out.stem}_masks")
-        _finish(out, batch.MASK_FIELDS, batch.segment_images(loaded, files, masks_dir, limits.max_bytes))
+        _finish(out, batch.MASK_FIELDS, batch.segment_inputs(loaded, inputs, masks_dir, limits))
         return
     if loaded.task == "ecg":  # a beat classifier: every beat of each ECG record
+        files = batch.input_files(inputs)
         _finish(out, batch.BEAT_FIELDS, batch.classify_records(loaded, files, explain_dir, say))
         return
-    rows = batch.predict_images(files, Predictor(limits), loaded, explain, explain_dir)
+    rows = batch.classify_inputs(inputs, Predictor(limits), loaded, explain, explain_dir)
     _finish(out, batch.IMAGE_FIELDS, rows)
 
 
@@ -160,12 +159,13 @@ def _finish(out: Path, fields: tuple[str, ...], rows: list[dict[str, str]]) -> N
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out, buffer.getvalue())  # a reader never sees half a CSV
-    answered: dict[str, bool] = {}  # per file (an ECG record has a row per beat)
+    answered: dict[tuple[str, str], bool] = {}  # per file or series (an ECG record has a row per beat)
     for row in rows:
-        answered[row["file"]] = answered.get(row["file"], False) or row["status"] == "ok"
+        key = (row["file"], row.get("series", ""))
+        answered[key] = answered.get(key, False) or row["status"] == "ok"
         if row["status"] != "ok":
             say(f"refused  {row['file']}: {row['error'].removeprefix(Path(row['file']).name + ': ')}")
     ok = sum(answered.values())
-    say(f"{len(answered)} file(s): {ok} predicted, {len(answered) - ok} refused; results in {out}")
+    say(f"{len(answered)} input(s): {ok} predicted, {len(answered) - ok} refused; results in {out}")
     if not ok:
         raise typer.Exit(1)

@@ -4,7 +4,9 @@ A file that cannot be used gets a row saying why and never stops the others: a u
 (a ``MedsightError``, an unreadable file) in its own words, anything else as an unexpected error.
 Three kinds of model, three kinds of row: a classifier labels images (``predict_images``), a
 segmentation run draws masks (``segment_images``), an ECG beat model labels every beat of a record
-(``classify_records``).
+(``classify_records``). A 3D model given a folder reads each DICOM series in it as one volume
+(``series_folders``) and answers it with the functions ``POST /api/predict`` calls on a stored series:
+a row per series (``classify_inputs``, ``segment_inputs``), the folder's other files a row each.
 """
 
 from __future__ import annotations
@@ -14,17 +16,24 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from medsight.errors import MedsightError
+from medsight.predict.decode import Limits
 from medsight.predict.errors import UploadTooLargeError
 from medsight.predict.loaded import LoadedModel
-from medsight.predict.predictor import Predictor
+from medsight.predict.predictor import Prediction, Predictor
+from medsight.predict.series import StoredSeries, input_spec
+from medsight.predict.series_folders import FolderSeries, find_series, input_files, read_folder_series
 from medsight.progress import progress_bar
 
 Row = dict[str, str]
 Log = Callable[[str], None]
-IMAGE_FIELDS = ("file", "status", "label", "probabilities", "classes", "threshold", "model", "error")
+PredictSeries = Callable[[str, StoredSeries], Row]  # (a stem for its files, the series) -> its fields
+IMAGE_FIELDS = (
+    *("file", "series", "slices", "status", "label", "probabilities", "classes"),
+    *("threshold", "model", "error"),
+)
 MASK_FIELDS = (
-    *("file", "status", "foreground_share", "threshold"),
-    *("mask", "overlay", "probs", "seg", "model", "error"),
+    *("file", "series", "slices", "status", "foreground_share", "foreground_voxels", "volume_ml"),
+    *("threshold", "mask", "overlay", "probs", "seg", "model", "error"),
 )
 BEAT_FIELDS = (
     *("file", "status", "beat", "time_s", "p_pvc", "label"),
@@ -49,6 +58,97 @@ def _within(path: Path, max_bytes: int) -> Path:
     return path
 
 
+def _split(inputs: list[Path], model: LoadedModel, max_bytes: int) -> tuple[list[FolderSeries], list[Path]]:
+    """A 3D model's DICOM series (one volume each) in the folders, and the files predicted on one by one."""
+    if input_spec(model).spatial_dims != 3:
+        return [], input_files(inputs)
+    return find_series(inputs, max_bytes)
+
+
+def _each_series(
+    found: list[FolderSeries],
+    limits: Limits,
+    model: LoadedModel,
+    fields: tuple[str, ...],
+    work: PredictSeries,
+) -> tuple[list[Row], list[Path]]:
+    """A row per series (refused, saying why, when it cannot be read or predicted on), and the slices
+    whose pixels could not be decoded (each gets its own row on the per-file path)."""
+    if not found:  # a 2D model, or no DICOM series among the inputs: no empty progress bar
+        return [], []
+    base = dict.fromkeys(fields, "") | {"model": f"{model.name}:{model.version}"}
+    rows: list[Row] = []
+    unreadable: list[Path] = []
+
+    def one(index: int, series: FolderSeries) -> Row:
+        stored = read_folder_series(series, limits, unreadable)
+        return {"slices": str(len(stored.slices))} | work(f"series{index:03d}-{series.name}", stored)
+
+    for index, series in enumerate(progress_bar(found, "predicting on series")):
+        where = {"file": str(series.folder), "series": series.uid}
+        rows.append(_guarded(base | where, lambda i=index, s=series: one(i, s)))
+    return rows, unreadable
+
+
+def classify_inputs(
+    inputs: list[Path], predictor: Predictor, model: LoadedModel, explain: str, explain_dir: Path | None
+) -> list[Row]:
+    """``predict_images`` on the files, and for a 3D model a row per DICOM series in the folders, as
+    ``POST /api/predict`` answers a stored series (``Predictor.predict_volume``)."""
+    found, files = _split(inputs, model, predictor.limits.max_bytes)
+
+    def one(stem: str, stored: StoredSeries) -> Row:
+        prediction = predictor.predict_volume(stored.volume, model, explain)
+        _write_maps(explain_dir, stem, prediction)
+        return _labelled(prediction)
+
+    rows, unreadable = _each_series(found, predictor.limits, model, IMAGE_FIELDS, one)
+    return rows + predict_images(files + unreadable, predictor, model, explain, explain_dir)
+
+
+def segment_inputs(model: LoadedModel, inputs: list[Path], out_dir: Path, limits: Limits) -> list[Row]:
+    """``segment_images`` on the files, and for a 3D model a row per DICOM series in the folders, segmented
+    as ``POST /api/predict`` segments a stored series: the overlay of the slice with the most structure and
+    one multi-frame DICOM SEG over the folder's own slices."""
+    from medsight.predict.dicom_results import segmentation_object
+    from medsight.predict.series_segmentation import segment_series
+
+    found, files = _split(inputs, model, limits.max_bytes)
+
+    def one(stem: str, stored: StoredSeries) -> Row:
+        prediction = segment_series(stored, model, limits)
+        seg = segmentation_object(prediction, stored.slices)  # made before anything is written
+        written = {"overlay": out_dir / f"{stem}_overlay.png", "seg": out_dir / f"{stem}_seg.dcm"}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written["overlay"].write_bytes(prediction.pngs["overlay"])
+        seg.save_as(written["seg"], enforce_file_format=True)
+        return {kind: str(path) for kind, path in written.items()} | {
+            "foreground_share": f"{prediction.foreground_fraction:.6g}",
+            "foreground_voxels": str(prediction.foreground_pixels),
+            "volume_ml": f"{prediction.area / 1000:.6g}",
+            "threshold": f"{prediction.threshold:.6g}",
+        }
+
+    rows, unreadable = _each_series(found, limits, model, MASK_FIELDS, one)
+    return rows + segment_images(model, files + unreadable, out_dir, limits.max_bytes)
+
+
+def _write_maps(explain_dir: Path | None, stem: str, prediction: Prediction) -> None:
+    if explain_dir is not None:
+        explain_dir.mkdir(parents=True, exist_ok=True)
+        (explain_dir / f"{stem}.overlay.png").write_bytes(prediction.overlay_png)
+        (explain_dir / f"{stem}.heatmap.png").write_bytes(prediction.heatmap_png)
+
+
+def _labelled(prediction: Prediction) -> Row:
+    return {
+        "label": prediction.label,
+        "probabilities": json.dumps([round(p, 6) for p in prediction.probabilities]),
+        "classes": json.dumps(prediction.classes),
+        "threshold": "" if prediction.threshold is None else f"{prediction.threshold:.6g}",
+    }
+
+
 def predict_images(
     files: list[Path], predictor: Predictor, model: LoadedModel, explain: str, explain_dir: Path | None
 ) -> list[Row]:
@@ -59,16 +159,8 @@ def predict_images(
     def one(index: int, path: Path) -> Row:
         data = _within(path, predictor.limits.max_bytes).read_bytes()
         prediction = predictor.predict_file(data, path.name, model, explain)
-        if explain_dir is not None:
-            stem = f"{index:05d}-{path.stem}"
-            (explain_dir / f"{stem}.overlay.png").write_bytes(prediction.overlay_png)
-            (explain_dir / f"{stem}.heatmap.png").write_bytes(prediction.heatmap_png)
-        return {
-            "label": prediction.label,
-            "probabilities": json.dumps([round(p, 6) for p in prediction.probabilities]),
-            "classes": json.dumps(prediction.classes),
-            "threshold": "" if prediction.threshold is None else f"{prediction.threshold:.6g}",
-        }
+        _write_maps(explain_dir, f"{index:05d}-{path.stem}", prediction)
+        return _labelled(prediction)
 
     base = dict.fromkeys(IMAGE_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
     return [

@@ -96,7 +96,8 @@ def read_roi(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
 def read_input(image_path: Path) -> tuple[np.ndarray, Any | None]:
     """The image to segment and, for one DICOM file, its dataset (the SEG's source), the file read once.
 
-    A series folder gets no dataset: its SEG is not made here yet.
+    A series folder gets no dataset: ``batch.segment_inputs`` reads a folder's series as one volume and
+    makes their SEG (``series_segmentation``, as the API does).
     """
     if image_path.is_file() and file_format(image_path) == "dicom":
         image, dataset = read_dicom_file(image_path)

@@ -60,22 +60,43 @@ def read_stored_series(
     records = store.find_instances(series_uid)
     if not records:
         raise NotFoundError(f"no series with Series Instance UID {series_uid} in the store.")
-    require_3d(model.segmenter.spec if model.segmenter else model.spec, model.name)
-    voxels = sum((r.rows or 0) * (r.columns or 0) * (r.frames or 1) for r in records)
+    require_3d(input_spec(model), model.name)
+    check_voxels(sum((r.rows or 0) * (r.columns or 0) * (r.frames or 1) for r in records), limits)
+    raw = {r.sop_uid: store.get_instance_bytes(r.sop_uid, user=user, client=client) for r in records}
+    datasets = [pydicom.dcmread(io.BytesIO(data)) for data in raw.values()]
+    images = [d for d in datasets if "PixelData" in d]
+    first = first_instance(images)
+    return stack_series(
+        images, pydicom.dcmread(io.BytesIO(raw[str(first.SOPInstanceUID)]), stop_before_pixels=True)
+    )
+
+
+def input_spec(model: LoadedModel) -> InputSpec | SegmentationSpec:
+    """What the model takes: a segmenter's spec, or a classifier's."""
+    return model.segmenter.spec if model.segmenter else model.spec
+
+
+def check_voxels(voxels: int, limits: Limits) -> None:
+    """Refused before any pixel is decoded when a series holds more voxels than ``limits`` allow."""
     if voxels > limits.max_pixels:
         raise TooManyPixelsError(
             f"the series holds {voxels / 1e6:.0f} million voxels, more than this server reads at once "
             f"({limits.max_pixels / 1e6:.0f} million)."
         )
-    raw = {r.sop_uid: store.get_instance_bytes(r.sop_uid, user=user, client=client) for r in records}
-    datasets = [pydicom.dcmread(io.BytesIO(data)) for data in raw.values()]
-    images = [d for d in datasets if "PixelData" in d]
+
+
+def first_instance(datasets: list[Dataset]) -> Dataset:
+    """The slice with the lowest instance number: the one an SR or overlay refers to."""
+    return min(datasets, key=lambda d: int(d.get("InstanceNumber") or 0))
+
+
+def stack_series(images: list[Dataset], header: Dataset) -> StoredSeries:
+    """The slices of one series (with pixels) as one volume; ``header`` is the source the results refer to.
+    IncompatibleImageError (saying why) when they cannot be stacked: gaps, mixed orientations, 4D..."""
     try:
         volume = volume_from_datasets(images)
     except BadInputError as err:  # the series itself cannot be made a volume: unprocessable, say why
         raise IncompatibleImageError(f"the series cannot be read as one volume: {err}") from None
-    first = min(images, key=lambda d: int(d.get("InstanceNumber") or 0))
-    header = pydicom.dcmread(io.BytesIO(raw[str(first.SOPInstanceUID)]), stop_before_pixels=True)
     return StoredSeries(volume, header, sorted(images, key=along_normal))
 
 
