@@ -73,7 +73,8 @@ def test_model_card_json_and_html(store: Store, run_dir: Path) -> None:
     assert 0 < latest["threshold"]["value"] < 1 and "validation" in latest["threshold"]["how_chosen"]
     assert set(latest["calibration"]) == {"val", "test"} and latest["calibration"]["test"] >= 0
     assert latest["limitations"] == ["small & synthetic"] and latest["classes"] == ["no lesion", "lesion"]
-    assert "one ONNX Runtime pass" in latest["serving_variant"]  # compact-resnet: Grad-CAM in its forward pass
+    # compact-resnet: Grad-CAM comes out of its forward pass, run in ONNX Runtime
+    assert "one ONNX Runtime pass" in latest["serving_variant"]
     first = client.get("/api/models/lesion", params={"version": "1"}, headers=viewer).json()["latest"]
     assert "Not a medical device" in first["intended_use"] and len(first["limitations"]) >= 3
 
