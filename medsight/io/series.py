@@ -83,7 +83,7 @@ def choose_series(datasets: Sequence[Dataset], series_number: int | None) -> lis
         found = "; ".join(_describe(g) for g in groups)
         raise BadInputError(
             f"the images belong to {len(groups)} series ({found}); a volume is one series. "
-            "Choose one by its series number (--series N), or give the folder of one series."
+            "Give the folder of one series (or, to make a volume file, `medsight convert --series N`)."
         )
     return groups[0]
 
@@ -246,7 +246,7 @@ def _one_volume(
     if volume_index is None or not 0 <= volume_index < repeats:
         raise BadInputError(
             f"the series holds {repeats} volumes of {len(groups)} slices each (4D, e.g. an fMRI run or "
-            f"cardiac phases); choose one with a volume index 0..{repeats - 1} (--volume N)."
+            f"cardiac phases); choose one with a volume index 0..{repeats - 1} (`medsight convert --volume N`)."
         )
     log.info("4D series: kept volume %d of %d", volume_index, repeats)
     return [ordered[g[volume_index]] for g in groups]
@@ -262,8 +262,8 @@ def _check_gaps(geometry: StackGeometry, datasets: list[Dataset], allow_gaps: bo
     if not allow_gaps:
         raise BadInputError(
             f"the series has a gap of {gap:.2f} mm {where}, where slices are otherwise about {median:.2f} mm apart "
-            f"({len(missing)} such gap(s)): slices are missing. Send the whole series, or allow gaps "
-            "(--allow-gaps) to interpolate across them."
+            f"({len(missing)} such gap(s)): slices are missing. Send the whole series, or interpolate across "
+            "the gaps into a volume file with `medsight convert --allow-gaps`."
         )
     return [
         f"interpolated across {len(missing)} gap(s) of missing slices (the largest {geometry.gaps[missing].max():.2f} mm)"
