@@ -52,7 +52,7 @@ function showView(name) {
     if (tab.dataset.view === name) tab.setAttribute("aria-current", "page");
     else tab.removeAttribute("aria-current");
   }
-  if (name === "history") report(() => loadHistory(openResult));
+  if (name === "history") report(() => loadHistory({ onOpen: openResult, onPredict: predictSeries }, report));
   if (name === "admin") report(() => loadAdmin(report));
 }
 
@@ -180,6 +180,21 @@ async function handleFiles(files) {
   });
 }
 
+// A whole stored series (History page), with the model chosen here; the answer is shown as a stored result.
+async function predictSeries(series, button) {
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = "Predicting…";
+  try {
+    const json = { series, model: $("#model-select").value || undefined };
+    const result = await report(() => api("/api/predict", { method: "POST", json }));
+    if (result) openResult(result);
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
+}
+
 // ---- viewer ---------------------------------------------------------------------------------
 
 async function showImage(baseUrl, mapUrl, kind, title, original) {
@@ -202,7 +217,7 @@ function openResult(result) {
   $("#viewer-card").hidden = !result.overlay_url; // an ECG result has its strip plot instead
   if (!result.overlay_url) return;
   const title = `Result of ${new Date(result.created_at).toLocaleString()}`;
-  report(() => showImage(result.overlay_url, null, "heatmap", title, false));
+  report(() => showImage(result.overlay_url, null, mapOf(result)[1], title, false)); // names the map baked in
 }
 
 function setZoom(zoom) {

@@ -39,11 +39,18 @@ function setLink(selector, url) {
   if (url) $(selector).href = url;
 }
 
-// A segmentation's mask: how much of the image it covers, and its area when the image gives its spacing.
+const known = (value) => value !== null && value !== undefined;
+
+// A segmentation's mask: how much of the image (or series) it covers, and its area (or volume) when the
+// image gives its spacing.
 function segmentationSummary(result) {
   const seg = result.segmentation;
-  const size = seg.area_mm2 !== null && seg.area_mm2 !== undefined ? `, ${seg.area_mm2.toFixed(1)} mm²` : "";
-  return `Mask: ${percent(seg.foreground_fraction)} of the image (${seg.foreground_pixels} pixels${size}), ` +
+  const series = seg.shape.length === 3; // (slices, rows, columns)
+  let size = "";
+  if (known(seg.volume_ml)) size = `, ${seg.volume_ml.toFixed(1)} mL`;
+  else if (known(seg.area_mm2)) size = `, ${seg.area_mm2.toFixed(1)} mm²`;
+  const [whole, units] = series ? ["series", "voxels"] : ["image", "pixels"];
+  return `Mask: ${percent(seg.foreground_fraction)} of the ${whole} (${seg.foreground_pixels} ${units}${size}), ` +
     `cut at probability ${percent(result.threshold)}.`;
 }
 
