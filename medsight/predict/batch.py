@@ -52,6 +52,11 @@ def _guarded(row: Row, work: Callable[[], Row]) -> Row:
         return row | {"status": "refused", "error": f"unexpected error ({type(err).__name__}: {err})"}
 
 
+def _base(fields: tuple[str, ...], model: LoadedModel) -> Row:
+    """An empty row of ``fields`` naming the model."""
+    return dict.fromkeys(fields, "") | {"model": f"{model.name}:{model.version}"}
+
+
 def _within(path: Path, max_bytes: int) -> Path:
     if path.stat().st_size > max_bytes:  # never read a file the limit refuses anyway
         raise UploadTooLargeError(f"{path.name}: larger than the limit of {max_bytes} bytes.")
@@ -76,7 +81,7 @@ def _each_series(
     whose pixels could not be decoded (each gets its own row on the per-file path)."""
     if not found:  # a 2D model, or no DICOM series among the inputs: no empty progress bar
         return [], []
-    base = dict.fromkeys(fields, "") | {"model": f"{model.name}:{model.version}"}
+    base = _base(fields, model)
     rows: list[Row] = []
     unreadable: list[Path] = []
 
@@ -162,7 +167,7 @@ def predict_images(
         _write_maps(explain_dir, f"{index:05d}-{path.stem}", prediction)
         return _labelled(prediction)
 
-    base = dict.fromkeys(IMAGE_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
+    base = _base(IMAGE_FIELDS, model)
     return [
         _guarded(base | {"file": str(path)}, lambda i=i, path=path: one(i, path))
         for i, path in enumerate(progress_bar(files, "predicting"))
@@ -183,7 +188,7 @@ def segment_images(model: LoadedModel, files: list[Path], out_dir: Path, max_byt
             "threshold": f"{written['threshold']:.6g}",
         }
 
-    base = dict.fromkeys(MASK_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
+    base = _base(MASK_FIELDS, model)
     return [
         _guarded(base | {"file": str(path)}, lambda i=i, path=path: one(i, path))
         for i, path in enumerate(progress_bar(files, "segmenting"))
@@ -199,12 +204,11 @@ def ecg_records(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
 
 def classify_records(model: LoadedModel, files: list[Path], plots: Path | None, log: Log) -> list[Row]:
     """A row per beat of each record; a strip plot per record into ``plots``."""
-    from medsight.predict.ecg import classify_record, plot_record
+    from medsight.predict.ecg import classify_record, plot_record, single_beat_model
 
-    if model.is_ensemble:
-        raise MedsightError("ensembles of ECG beat models cannot predict on records yet; use one run.")
+    trained = single_beat_model(model)
     records, others = ecg_records(files)
-    base = dict.fromkeys(BEAT_FIELDS, "") | {"model": f"{model.name}:{model.version}"}
+    base = _base(BEAT_FIELDS, model)
     rows = [
         base
         | {"file": str(f), "status": "refused"}
@@ -213,7 +217,7 @@ def classify_records(model: LoadedModel, files: list[Path], plots: Path | None, 
     ]
     for record in progress_bar(records, "classifying beats"):
         try:
-            prediction = classify_record(model.trained, record, log=log)
+            prediction = classify_record(trained, record, log=log)
         except (MedsightError, OSError) as err:
             rows.append(base | {"file": str(record), "status": "refused", "error": str(err)})
             continue
@@ -222,5 +226,5 @@ def classify_records(model: LoadedModel, files: list[Path], plots: Path | None, 
         log(f"{record.name}: {len(prediction.beats)} beats ({prediction.beats_from}), {called} called PVC")
         if plots is not None:
             plots.mkdir(parents=True, exist_ok=True)
-            plot_record(prediction, model.trained.info["ecg"]["settings"], plots / f"{record.name}_strip.png")
+            plot_record(prediction, trained.info["ecg"]["settings"], plots / f"{record.name}_strip.png")
     return rows

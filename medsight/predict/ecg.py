@@ -19,6 +19,8 @@ import numpy as np
 from medsight.data.ecg import BeatSettings, RecordBeats, beat_inputs, record_beats
 from medsight.errors import BadInputError, DataNotFoundError
 from medsight.io.ecg import BeatAnnotations, EcgHeader, open_ecg, read_beats, stream_signal
+from medsight.predict.errors import PredictInputError
+from medsight.predict.loaded import LoadedModel
 from medsight.train.inference import TrainedModel
 
 Log = Callable[[str], None]
@@ -61,6 +63,13 @@ class RecordPrediction:
 
 def is_beat_model(trained: TrainedModel) -> bool:
     return "ecg" in trained.info
+
+
+def single_beat_model(model: LoadedModel) -> TrainedModel:
+    """The one run of a served beat model (ensembles of beat models do not predict on records)."""
+    if model.is_ensemble:
+        raise PredictInputError("ensembles of ECG beat models cannot predict on records yet; use one run.")
+    return model.trained
 
 
 def classify_record(trained: TrainedModel, path: Path, *, log: Log = print) -> RecordPrediction:

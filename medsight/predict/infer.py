@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medsight.predict.loaded import LoadedModel
+from medsight.predict.timing import elapsed_ms
 
 
 @dataclass
@@ -35,10 +36,6 @@ def predicted_class(probabilities: np.ndarray, threshold: float | None) -> int:
     return int(np.argmax(probabilities))
 
 
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
-
-
 def infer(model: LoadedModel, image: np.ndarray, method: str, size: Sequence[int]) -> Inferred:
     """One conformed image (C, *spatial) through ``model``; the map comes at ``size``."""
     from medsight.explain.served import predict_and_gradcam, weighted_maps
@@ -51,9 +48,9 @@ def infer(model: LoadedModel, image: np.ndarray, method: str, size: Sequence[int
         found = predict_and_gradcam(
             model.trained, image, model.threshold, tta=model.tta, size=size, class_maps=model.class_maps
         )
-        return Inferred(found.probabilities, found.target_class, found.map, _ms(start), 0.0)
+        return Inferred(found.probabilities, found.target_class, found.map, elapsed_ms(start), 0.0)
     probabilities = np.asarray(model.serving.predict_images(image[None], tta=model.tta)[0])
     index = predicted_class(probabilities, model.threshold)
-    inference_ms, start = _ms(start), time.perf_counter()
+    inference_ms, start = elapsed_ms(start), time.perf_counter()
     heat = weighted_maps(model.members, model.weights, image, index, method, size)
-    return Inferred(probabilities, index, heat, inference_ms, _ms(start))
+    return Inferred(probabilities, index, heat, inference_ms, elapsed_ms(start))

@@ -25,6 +25,7 @@ from medsight.predict.infer import infer
 from medsight.predict.loaded import LoadedModel, load_model
 from medsight.predict.series import volume_input
 from medsight.predict.tabular import with_patient_values
+from medsight.predict.timing import elapsed_ms
 
 EXPLAIN_METHODS = ("gradcam", "occlusion")
 
@@ -44,10 +45,6 @@ class Prediction:
     explain_method: str = "gradcam"
     source: Decoded | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)  # e.g. a fusion model's imputed tabular values
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
 
 
 class Predictor:
@@ -89,7 +86,7 @@ class Predictor:
         start = time.perf_counter()
         decoded = decode_upload(data, self.limits, filename_hint)
         image = conform(decoded.image, model.spec, safe_name(filename_hint))
-        prediction = self.predict_conformed(image, model, explain, _ms(start), decoded)
+        prediction = self.predict_conformed(image, model, explain, elapsed_ms(start), decoded)
         prediction.notes = notes
         return prediction
 
@@ -99,7 +96,7 @@ class Predictor:
         start = time.perf_counter()
         image = volume_input(volume, model.spec, "the series")
         source = Decoded(volume.to_image(), "dicom-series", hashlib.sha256(image.tobytes()).hexdigest())
-        return self.predict_conformed(image, model, explain, _ms(start), source)
+        return self.predict_conformed(image, model, explain, elapsed_ms(start), source)
 
     def predict_conformed(
         self, image: np.ndarray, model: LoadedModel, explain: str, preprocess_ms: float, source: Decoded
@@ -122,7 +119,7 @@ class Predictor:
             timing_ms={
                 "preprocess": preprocess_ms,
                 "inference": inferred.inference_ms,
-                "explain": round(inferred.explain_ms + _ms(start), 2),
+                "explain": round(inferred.explain_ms + elapsed_ms(start), 2),
             },
             heatmap=inferred.map,
             heatmap_png=heatmap_png,

@@ -24,6 +24,7 @@ from medsight.train.segmentation_inference import Segmenter, load_segmenter
 
 OVERLAY_COLOUR = np.array([255, 40, 40], dtype=np.float32)
 OVERLAY_ALPHA = 0.6
+DEFAULT_CLASSES = ("background", "structure")  # a run that recorded no class names
 
 
 @dataclass
@@ -158,7 +159,7 @@ def dicom_seg(sources: list, mask: np.ndarray, info: dict, *, label: str | None 
 
     from medsight import __version__
 
-    label = label or (info.get("classes") or ["background", "structure"])[-1]
+    label = label or (info.get("classes") or DEFAULT_CLASSES)[-1]
     if info.get("modality") == "fundus":
         structure = codes.SCT.BloodVessel
     else:  # model vocabulary, not a SNOMED concept: a private scheme, as the SR results use

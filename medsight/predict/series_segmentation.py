@@ -32,7 +32,8 @@ from medsight.predict.errors import IncompatibleImageError, TooManyPixelsError
 from medsight.predict.loaded import LoadedModel
 from medsight.predict.segmentation import overlay_png, segment_array
 from medsight.predict.series import StoredSeries, along_normal
-from medsight.predict.served_segmentation import SegmentationPrediction, _ms
+from medsight.predict.served_segmentation import SegmentationPrediction, finding, segmenter_of
+from medsight.predict.timing import elapsed_ms
 
 MIN_SIDE = 2  # voxels along every axis: a thinner volume is a picture, not something a 3D model reads
 
@@ -111,29 +112,27 @@ def slab_thickness(slices: list[Dataset]) -> list[float]:
 
 def segment_series(stored: StoredSeries, model: LoadedModel, limits: Limits) -> SeriesSegmentation:
     """Segment the stored series with a 3D segmentation model; the mask on its acquired slices."""
-    segmenter = model.segmenter
-    if segmenter is None:
-        raise IncompatibleImageError(f"model '{model.name}' is not a segmentation model.")
+    segmenter = segmenter_of(model)
     start = time.perf_counter()
     grid = model_grid(stored.volume, segmenter.info.get("spacing"), limits, "the series")
     image = conform_layout(MedicalImage(grid.array[None]), segmenter.spec, "the series")
-    preprocess_ms, start = _ms(start), time.perf_counter()
+    preprocess_ms, start = elapsed_ms(start), time.perf_counter()
     result = segment_array(segmenter, image)
     probabilities = onto_slices(result.probabilities, grid, stored.slices)
     mask = (probabilities >= result.threshold).astype(np.uint8)
-    inference_ms, start = _ms(start), time.perf_counter()
+    inference_ms, start = elapsed_ms(start), time.perf_counter()
     shown = int(np.argmax(mask.reshape(len(mask), -1).sum(axis=1))) if mask.any() else len(mask) // 2
     overlay = overlay_png(rescaled_pixels(stored.slices[shown])[None], mask[shown])
-    classes = list(segmenter.info.get("classes") or ["background", "structure"])
+    label, classes = finding(segmenter.info, mask)
     return SeriesSegmentation(
-        label=classes[-1] if mask.any() else classes[0],
+        label=label,
         classes=classes,
         threshold=result.threshold,
         model={"name": model.name, "version": model.version},
         shape=list(mask.shape),
         foreground_pixels=int(mask.sum()),
         spacing=tuple(float(v) for v in stored.slices[0].PixelSpacing),
-        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": _ms(start)},
+        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": elapsed_ms(start)},
         mask=mask,
         pngs={"overlay": overlay},
         info=segmenter.info,

@@ -24,9 +24,10 @@ import numpy as np
 from medsight.errors import MedsightError
 from medsight.io.ecg import BEAT_SYMBOLS
 from medsight.predict.decode import Limits, check_size
-from medsight.predict.ecg import RecordPrediction, classify_record, plot_record
+from medsight.predict.ecg import RecordPrediction, classify_record, plot_record, single_beat_model
 from medsight.predict.errors import PredictInputError, UnsupportedFormatError, UploadTooLargeError
 from medsight.predict.loaded import LoadedModel
+from medsight.predict.timing import elapsed_ms
 
 Part = tuple[str | None, bytes]  # (the client's file name, only for messages; the bytes)
 MAX_PARTS = 3  # header, signal, annotations
@@ -61,10 +62,6 @@ class EcgPrediction:
     details: dict = field(repr=False)  # the API's ``ecg`` block without its link
     strip_png: bytes = field(repr=False)
     timing_ms: dict[str, float] = field(default_factory=dict)
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
 
 
 def _header_of(data: bytes) -> object | None:
@@ -198,17 +195,16 @@ def _details(prediction: RecordPrediction, classes: list[str], notes: list[str])
 
 def classify_upload(parts: list[Part], model: LoadedModel, limits: Limits) -> EcgPrediction:
     """Every beat of the uploaded record classified, and its strip plot drawn."""
-    if model.is_ensemble:
-        raise PredictInputError("ensembles of ECG beat models cannot predict on records yet; use one run.")
+    trained = single_beat_model(model)
     start, notes = time.perf_counter(), []
     with tempfile.TemporaryDirectory(prefix="medsight-ecg-") as tmp:
         folder = Path(tmp)
         try:
             path, form = write_record(parts, folder, limits)
-            preprocess_ms, start = _ms(start), time.perf_counter()
-            prediction = classify_record(model.trained, path, log=notes.append)
-            inference_ms, start = _ms(start), time.perf_counter()
-            strip = plot_record(prediction, model.trained.info["ecg"]["settings"], folder / "strip.png")
+            preprocess_ms, start = elapsed_ms(start), time.perf_counter()
+            prediction = classify_record(trained, path, log=notes.append)
+            inference_ms, start = elapsed_ms(start), time.perf_counter()
+            strip = plot_record(prediction, trained.info["ecg"]["settings"], folder / "strip.png")
             strip_png = strip.read_bytes()
         except MedsightError as err:  # say what was wrong, never where our temporary folder is
             raise type(err)(str(err).replace(f"{folder}/", "").replace(str(folder), "the upload")) from None
@@ -223,5 +219,5 @@ def classify_upload(parts: list[Part], model: LoadedModel, limits: Limits) -> Ec
         upload_id=digest[:32],
         details=_details(prediction, classes, notes),
         strip_png=strip_png,
-        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": _ms(start)},
+        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": elapsed_ms(start)},
     )

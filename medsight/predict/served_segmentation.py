@@ -19,7 +19,9 @@ from medsight.predict.conform import conform_layout
 from medsight.predict.decode import Decoded, Limits, decode_upload, safe_name
 from medsight.predict.errors import IncompatibleImageError
 from medsight.predict.loaded import LoadedModel
-from medsight.predict.segmentation import result_pngs, segment_array
+from medsight.predict.segmentation import DEFAULT_CLASSES, result_pngs, segment_array
+from medsight.predict.timing import elapsed_ms
+from medsight.train.segmentation_inference import Segmenter
 
 
 @dataclass
@@ -57,34 +59,40 @@ class SegmentationPrediction:
         }
 
 
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)
+def segmenter_of(model: LoadedModel) -> Segmenter:
+    if model.segmenter is None:
+        raise IncompatibleImageError(f"model '{model.name}' is not a segmentation model.")
+    return model.segmenter
+
+
+def finding(info: dict, mask: np.ndarray) -> tuple[str, list[str]]:
+    """The structure's name when the mask holds any of it, else the background's; and the class names."""
+    classes = list(info.get("classes") or DEFAULT_CLASSES)
+    return (classes[-1] if mask.any() else classes[0]), classes
 
 
 def segment_upload(
     data: bytes, filename_hint: str | None, model: LoadedModel, limits: Limits
 ) -> SegmentationPrediction:
     """Decode (within ``limits``), conform, segment at the run's threshold and draw the PNGs."""
-    segmenter = model.segmenter
-    if segmenter is None:
-        raise IncompatibleImageError(f"model '{model.name}' is not a segmentation model.")
+    segmenter = segmenter_of(model)
     start = time.perf_counter()
     decoded = decode_upload(data, limits, filename_hint)
     image = conform_layout(decoded.image, segmenter.spec, safe_name(filename_hint))
-    preprocess_ms, start = _ms(start), time.perf_counter()
+    preprocess_ms, start = elapsed_ms(start), time.perf_counter()
     result = segment_array(segmenter, image)
-    inference_ms, start = _ms(start), time.perf_counter()
+    inference_ms, start = elapsed_ms(start), time.perf_counter()
     pngs = result_pngs(image, result)
-    classes = list(segmenter.info.get("classes") or ["background", "structure"])
+    label, classes = finding(segmenter.info, result.mask)
     return SegmentationPrediction(
-        label=classes[-1] if result.mask.any() else classes[0],  # nothing found: the background's name
+        label=label,
         classes=classes,
         threshold=result.threshold,
         model={"name": model.name, "version": model.version},
         shape=list(result.mask.shape),
         foreground_pixels=int(result.mask.sum()),
         spacing=_spacing(decoded, result.mask.ndim),
-        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": _ms(start)},
+        timing_ms={"preprocess": preprocess_ms, "inference": inference_ms, "explain": elapsed_ms(start)},
         mask=result.mask,
         pngs=pngs,
         info=segmenter.info,
