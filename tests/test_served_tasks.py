@@ -291,3 +291,56 @@ def test_ecg_refusals_and_a_record_at_another_rate(
     strip = client.get(ecg["strip_url"], headers=bearer(token))  # drawn at the record's own 250 Hz
     assert strip.status_code == 200 and _png(strip.content).shape[1] > 500
     assert abs(len(ecg["beats"]) - 70) < 15  # about a minute of beats, at the model's rate
+
+
+def _zipped(members: list[tuple[str, bytes]]) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_an_ecg_record_zip_is_served_and_bad_zips_are_refused(
+    ecg_served, store: Store, shared_data: Path
+) -> None:
+    client, tokens = ecg_served
+    token = tokens["clinician"]
+    record = shared_data / "ecg" / "wfdb" / "100"
+    files = {s: record.with_suffix(s).read_bytes() for s in (".hea", ".dat", ".atr")}
+    as_parts = _post_record(client, token, [(f"100{s}", data) for s, data in files.items()])
+    assert as_parts.status_code == 200, as_parts.text
+    # a member named to climb out of any folder is harmless: members are read in memory, never extracted
+    members = [
+        ("../../up/100.hea", files[".hea"]),
+        ("100/100.dat", files[".dat"]),
+        ("100.atr", files[".atr"]),
+    ]
+    macos = [("__MACOSX/._100.hea", b"\x00\x05\x16\x07junk"), (".DS_Store", b"\x00\x00\x00\x01Bud1")]
+    readme = [("README.txt", b"MIT-BIH record 100\n")]
+    answer = _post_record(client, token, [("record.zip", _zipped(members + macos + readme))])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["source_format"] == "wfdb" and body["ecg"]["beats"] == as_parts.json()["ecg"]["beats"]
+    assert body["ecg"]["beats_from"] == "annotations"
+    assert body["ecg"]["notes"] == [
+        "1 file(s) in the zip are not part of the record (header, signal, beats) and were left out."
+    ]
+
+    before = count_results(store)
+    second = files[".hea"].replace(b"100 ", b"101 ", 1)
+    bomb = _zipped([("100.hea", files[".hea"]), ("100.dat", bytes(70 * 2**20))])  # ~70 KiB -> 70 MiB
+    refusals = [
+        (_zipped(members + [("101.hea", second)]), 400, "2 WFDB headers"),
+        (_zipped(readme + macos), 400, "the zip holds 1 files and no WFDB header"),
+        (_zipped([("100.hea", files[".hea"])]), 400, "signal file (NAME.dat) is missing"),
+        (_zipped([(f"{i}.txt", b"x") for i in range(40)]), 400, "holds 40 entries"),
+        (bomb, 413, "the zip unpacks to more than"),
+        (_zipped(members)[:-30], 400, "the zip archive is damaged"),
+    ]
+    for data, status, words in refusals:
+        refused = _post_record(client, token, [("record.zip", data)])
+        assert refused.status_code == status and words in refused.json()["error"], (words, refused.text)
+    assert count_results(store) == before

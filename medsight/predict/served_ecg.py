@@ -1,7 +1,8 @@
 """An ECG beat model in service: an uploaded record -> every beat's call, counts per class, a strip plot.
 
 A WFDB record comes as several files (``NAME.hea``, ``NAME.dat``, ``NAME.atr`` when annotated), or as
-one MIT-BIH ``.npz``. The client's file names are never used, not even to tell the parts apart: the
+one MIT-BIH ``.npz``, or as one ``.zip`` of the record's files (read in memory by ``safe_zip``; an npz is
+itself a zip, of ``.npy`` arrays, and is told from a record's zip by its members' content). The client's file names are never used, not even to tell the parts apart: the
 header is the part that parses as a WFDB header; the signal file is the part whose size is exactly the
 one the header declares (samples x signals x bytes per sample of its format); a remaining part must
 read as WFDB annotations. The parts are written into a private temporary folder under the names the
@@ -16,6 +17,7 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from medsight.predict.decode import Limits, check_size
 from medsight.predict.ecg import RecordPrediction, classify_record, plot_record, single_beat_model
 from medsight.predict.errors import PredictInputError, UnsupportedFormatError, UploadTooLargeError
 from medsight.predict.loaded import LoadedModel
+from medsight.predict.safe_zip import is_zip, read_members
 from medsight.predict.timing import elapsed_ms
 
 Part = tuple[str | None, bytes]  # (the client's file name, only for messages; the bytes)
@@ -47,8 +50,10 @@ FORMAT_BYTES = {
 }
 NOT_A_RECORD = (
     "not an ECG record; send a WFDB record as several 'file' parts (NAME.hea, NAME.dat, and NAME.atr when "
-    "it has beat annotations) or one MIT-BIH .npz file."
+    "it has beat annotations), one .zip of those files, or one MIT-BIH .npz file."
 )
+ZIP_ONE_RECORD = "zip one record's NAME.hea, NAME.dat and NAME.atr (or upload those files as they are)"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass
@@ -110,8 +115,6 @@ def _signal_bytes(header) -> tuple[str, int]:  # noqa: ANN001 - a wfdb Record
 
 def _write_wfdb(parts: list[Part], header_index: int, header, folder: Path) -> Path:  # noqa: ANN001
     """The parts under the names the header gives; the record's path (``folder/NAME``)."""
-    import wfdb
-
     record = header.record_name
     if not PLAIN_NAME.fullmatch(record):
         raise PredictInputError("the header's record name is not a plain name (letters, digits, - and _).")
@@ -128,11 +131,7 @@ def _write_wfdb(parts: list[Part], header_index: int, header, folder: Path) -> P
     rest = [data for data in others if data is not signal[0]]
     if rest:
         (folder / f"{record}.atr").write_bytes(rest[0])
-        try:  # garbage can parse as annotations: real ones mark beats
-            beats = BEAT_SYMBOLS.intersection(wfdb.rdann(str(folder / record), "atr").symbol)
-        except Exception:  # noqa: BLE001 - wfdb's own errors on a file that is not annotations
-            beats = set()
-        if not beats:
+        if not _marks_beats(folder / record):
             raise PredictInputError(
                 "a part is neither the header, nor the signal file, nor readable WFDB annotations; send "
                 "NAME.hea, NAME.dat and NAME.atr only."
@@ -140,7 +139,58 @@ def _write_wfdb(parts: list[Part], header_index: int, header, folder: Path) -> P
     return folder / record
 
 
-def write_record(parts: list[Part], folder: Path, limits: Limits) -> tuple[Path, str]:
+def _marks_beats(record: Path) -> bool:
+    """Whether ``record``.atr reads as WFDB annotations that mark beats (garbage can parse as annotations)."""
+    import wfdb
+
+    try:
+        return bool(BEAT_SYMBOLS.intersection(wfdb.rdann(str(record), "atr").symbol))
+    except Exception:  # noqa: BLE001 - wfdb's own errors on a file that is not annotations
+        return False
+
+
+def _is_annotations(data: bytes) -> bool:
+    with tempfile.TemporaryDirectory(prefix="medsight-ecg-") as folder:
+        (Path(folder) / "probe.atr").write_bytes(data)
+        return _marks_beats(Path(folder) / "probe")
+
+
+def _record_in_zip(members: list[Part], log: Callable[[str], None]) -> list[Part]:
+    """The zipped record's parts (header, signal, annotations when there are any); other files left out."""
+    headers = [part for part in members if _header_of(part[1]) is not None]
+    if len(headers) != 1:
+        found = "no WFDB header" if not headers else f"{len(headers)} WFDB headers (one per record)"
+        raise PredictInputError(f"the zip holds {len(members)} files and {found}; {ZIP_ONE_RECORD}.")
+    header = headers[0]
+    _, size = _signal_bytes(_header_of(header[1]))
+    others = [part for part in members if part is not header]
+    signal = [part for part in others if len(part[1]) == size][:1]
+    rest = [part for part in others if all(part is not s for s in signal)]
+    annotations = [part for part in rest if _is_annotations(part[1])]
+    if len(annotations) > 1:
+        raise PredictInputError(
+            f"the zip holds {len(annotations)} beat annotation files; keep one (NAME.atr): {ZIP_ONE_RECORD}."
+        )
+    if left_out := len(rest) - len(annotations):
+        log(
+            f"{left_out} file(s) in the zip are not part of the record (header, signal, beats) and were left out."
+        )
+    return [header, *signal, *annotations]
+
+
+def _unzipped(data: bytes, limits: Limits, log: Callable[[str], None]) -> list[Part] | None:
+    """The record's parts from a zip of its files; None when the zip is an npz (every member a .npy)."""
+    members = read_members(data, limits.max_bytes)
+    if members and all(content.startswith(NPY_MAGIC) for _, content in members):
+        return None
+    if not members:
+        raise PredictInputError(f"the zip holds no files; {ZIP_ONE_RECORD}.")
+    return _record_in_zip(members, log)
+
+
+def write_record(
+    parts: list[Part], folder: Path, limits: Limits, log: Callable[[str], None] = lambda _: None
+) -> tuple[Path, str]:
     """The uploaded record written into ``folder``: its path and its form ("wfdb" or "npz")."""
     if not parts:
         raise PredictInputError(NOT_A_RECORD)
@@ -152,9 +202,12 @@ def write_record(parts: list[Part], folder: Path, limits: Limits) -> tuple[Path,
         raise UploadTooLargeError(
             f"the record is larger than this server's limit of {limits.max_bytes} bytes."
         )
-    if len(parts) == 1 and parts[0][1][:4] == b"PK\x03\x04":  # a zip archive: the npz form
-        (folder / "record.npz").write_bytes(parts[0][1])
-        return folder / "record.npz", "npz"
+    if len(parts) == 1 and is_zip(parts[0][1]):  # an npz, or a zip of the record's files
+        unzipped = _unzipped(parts[0][1], limits, log)
+        if unzipped is None:
+            (folder / "record.npz").write_bytes(parts[0][1])
+            return folder / "record.npz", "npz"
+        parts = unzipped
     headers = [(i, h) for i, (_, data) in enumerate(parts) if (h := _header_of(data)) is not None]
     if not headers:
         raise UnsupportedFormatError(NOT_A_RECORD)
@@ -200,7 +253,7 @@ def classify_upload(parts: list[Part], model: LoadedModel, limits: Limits) -> Ec
     with tempfile.TemporaryDirectory(prefix="medsight-ecg-") as tmp:
         folder = Path(tmp)
         try:
-            path, form = write_record(parts, folder, limits)
+            path, form = write_record(parts, folder, limits, notes.append)
             preprocess_ms, start = elapsed_ms(start), time.perf_counter()
             prediction = classify_record(trained, path, log=notes.append)
             inference_ms, start = elapsed_ms(start), time.perf_counter()

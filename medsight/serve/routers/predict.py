@@ -39,7 +39,7 @@ _FORM = {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
             "description": "one DICOM, PNG, JPEG or NIfTI image; for an ECG model, a record's files "
-            "(NAME.hea, NAME.dat [, NAME.atr]) or one MIT-BIH .npz",
+            "(NAME.hea, NAME.dat [, NAME.atr]), one .zip of them, or one MIT-BIH .npz",
         },
         "instance": {"type": "string", "description": "a stored SOP Instance UID, instead of a file"},
         "series": {
