@@ -263,6 +263,37 @@ def list_results(
         return [_record(row) for row in session.scalars(stmt)]
 
 
+@dataclass
+class StudyPage:
+    records: list[ResultRecord]  # every visible result of the page's studies, newest first
+    study_ids: list[str]  # the page's studies, the one with the newest result first
+    total: int  # studies with results the user may read, over all pages
+
+
+def _study_key():  # noqa: ANN202 - a SQL expression: the study id as ``ResultRecord.study_id`` spells it
+    return func.coalesce(ResultRow.study_instance_uid, UPLOAD_PREFIX + ResultRow.upload_id)
+
+
+def page_studies(store: Store, user: User, *, limit: int, offset: int = 0) -> StudyPage:
+    """One page of the studies with results the user may read, newest result first, with all their results.
+
+    Paged by study, not by result, so that a study is never split across two pages.
+    """
+    key = _study_key()
+    latest = func.max(ResultRow.created_at)
+    studies = select(key.label("study"), latest.label("latest")).group_by(key)
+    visible = select(ResultRow).order_by(ResultRow.created_at.desc(), ResultRow.id)
+    if not sees_all(user):
+        studies = studies.where(ResultRow.user_name == user.name)
+        visible = visible.where(ResultRow.user_name == user.name)
+    with store.session() as session:
+        total = session.scalar(select(func.count()).select_from(studies.subquery())) or 0
+        page = studies.order_by(latest.desc(), key).limit(limit).offset(offset)
+        ids = [row.study for row in session.execute(page)]
+        records = [_record(row) for row in session.scalars(visible.where(key.in_(ids)))] if ids else []
+    return StudyPage(records, ids, total)
+
+
 def count_results(store: Store) -> int:
     with store.session() as session:
         return session.scalar(select(func.count()).select_from(ResultRow)) or 0

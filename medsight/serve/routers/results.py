@@ -16,24 +16,38 @@ from medsight.serve.deps import ClientDep, StoreDep, requires
 from medsight.serve.predict_schemas import ResultOut, StudyOut
 from medsight.serve.predict_views import ERRORS, result_out, studies_out
 from medsight.store import NotFoundError, User, audit
-from medsight.store.results import ImageKind, get_result, list_results, result_image
+from medsight.store.results import ImageKind, get_result, list_results, page_studies, result_image
 
 router = APIRouter(prefix="/api", tags=["results"])
 Reader = Annotated[User, requires("results:read")]
 _PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}, **ERRORS}
 
 
-@router.get("/studies", responses=ERRORS)
+MAX_STUDIES = 500  # a page's studies; every one carries all its results
+_TOTAL = {
+    "X-Total-Count": {
+        "description": "studies with results the caller may read, over all pages",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+@router.get("/studies", responses={200: {"headers": _TOTAL}, **ERRORS})
 def get_studies(
+    response: Response,
     store: StoreDep,
     user: Reader,
     client: ClientDep,
-    limit: Annotated[int, Query(ge=1, le=10000, description="at most this many results")] = 1000,
+    limit: Annotated[int, Query(ge=1, le=MAX_STUDIES, description="at most this many studies")] = 100,
+    offset: Annotated[int, Query(ge=0, description="studies to skip (newest first)")] = 0,
 ) -> list[StudyOut]:
-    """Studies with results the caller may read, newest first, each with its results."""
-    records = list_results(store, user, limit=limit)
-    audit.record(store, "read", "results", None, user, client, detail={"count": len(records)})
-    return studies_out(records)
+    """Studies with results the caller may read, newest first, each with all its results; paged by study
+    (``limit``, ``offset``), the number of such studies in the ``X-Total-Count`` header."""
+    page = page_studies(store, user, limit=limit, offset=offset)
+    audit.record(store, "read", "results", None, user, client, detail={"count": len(page.records)})
+    response.headers["X-Total-Count"] = str(page.total)
+    found = {study.id: study for study in studies_out(page.records)}
+    return [found[study_id] for study_id in page.study_ids if study_id in found]
 
 
 @router.get("/studies/{study_id}", responses=ERRORS)

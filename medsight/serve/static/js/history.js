@@ -56,16 +56,75 @@ function storedStudy(uid) {
   return { id: uid, kind: "dicom", result_count: 0, latest_label: "no results yet", latest_at: null, results: [] };
 }
 
+// Rows per "Load more" (the table's data-page-size): the API's pages are asked for one longer, so
+// that a page which is not the last is known to be so without counting.
+function pageSize() {
+  return Number($("#studies-table").dataset.pageSize) || 25;
+}
+
+function pager(fetchPage) {
+  let offset = 0;
+  const state = { more: true };
+  state.next = async (size) => {
+    const items = await fetchPage(offset, size + 1);
+    state.more = items.length > size;
+    offset += size;
+    return items.slice(0, size);
+  };
+  return state;
+}
+
+// Studies with results come first, newest first; stored studies without results follow once every
+// study with results is listed (so that none is listed twice).
+function historyPages() {
+  const results = pager((offset, limit) => api(`/api/studies?limit=${limit}&offset=${offset}`));
+  const stored = pager((offset, limit) => storedStudyUids(offset, limit));
+  const known = new Set();
+  return {
+    get more() {
+      return results.more || stored.more;
+    },
+    async next(size) {
+      const studies = [];
+      while (studies.length < size && this.more) {
+        if (results.more) {
+          studies.push(...(await results.next(size)));
+        } else {
+          const uids = await stored.next(size);
+          studies.push(...uids.filter((uid) => !known.has(uid)).map(storedStudy));
+        }
+        studies.forEach((study) => known.add(study.id));
+      }
+      return studies;
+    },
+  };
+}
+
+let pages = null; // the History page's current listing
+
+async function showMore(actions, report) {
+  const listing = pages;
+  const studies = await listing.next(pageSize());
+  if (listing !== pages) return; // the page was reloaded meanwhile
+  $("#studies-table tbody").append(...studies.map((study) => studyRow(study, actions, report)));
+  const shown = $("#studies-table tbody").children.length;
+  if (!shown) {
+    const empty = "No results yet: upload an image on the Predict page.";
+    $("#studies-table tbody").append(el("tr", {}, [el("td", { colspan: "5", text: empty })]));
+  }
+  $("#history-more").hidden = !listing.more;
+  const noun = shown === 1 ? "study" : "studies";
+  $("#history-count").textContent = shown ? `${shown} ${noun} shown${listing.more ? "" : " (all)"}.` : "";
+}
+
 // actions: onOpen(result) opens a result, onPredict(seriesUid, button) predicts on a stored series;
 // report(action) shows a refusal in the server's words.
 export async function loadHistory(actions, report) {
-  const [studies, stored] = await Promise.all([api("/api/studies?limit=500"), storedStudyUids()]);
-  const known = new Set(studies.map((study) => study.id));
-  const all = [...studies, ...stored.filter((uid) => !known.has(uid)).map(storedStudy)];
-  const rows = all.map((study) => studyRow(study, actions, report));
-  if (!rows.length) rows.push(el("tr", {}, [el("td", { colspan: "5", text: "No results yet: upload an image on the Predict page." })]));
-  $("#studies-table tbody").replaceChildren(...rows);
+  pages = historyPages();
+  $("#studies-table tbody").replaceChildren();
+  $("#history-more").onclick = () => report(() => showMore(actions, report));
   $("#results-title").hidden = true;
   $("#results-table").hidden = true;
   hideSeries();
+  await showMore(actions, report);
 }

@@ -16,10 +16,11 @@ function first(dataset, tag) {
   return value === undefined || value === null ? "" : String(value);
 }
 
-// The Study Instance UIDs in the store; none for a role that may not search the store (viewers).
-export async function storedStudyUids() {
+// A page of the Study Instance UIDs in the store (QIDO-RS order); none for a role that may not search the store (viewers).
+export async function storedStudyUids(offset, limit) {
   try {
-    return (await api("/dicomweb/studies")).map((study) => first(study, STUDY_UID));
+    const studies = await api(`/dicomweb/studies?offset=${offset}&limit=${limit}`);
+    return studies.map((study) => first(study, STUDY_UID));
   } catch (error) {
     if (error instanceof ApiError && error.status === 403) return [];
     throw error;
