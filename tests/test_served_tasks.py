@@ -162,6 +162,55 @@ def test_segmentation_served_as_mask_and_as_dicom_seg(
     assert check_store(store).ok
 
 
+def test_a_field_of_view_upload_bounds_a_served_mask(
+    seg_served, segmentation, store: Store, tmp_path
+) -> None:
+    """The tiny model was trained inside DRIVE's field of view: with the FOV as 'roi' the mask is the CLI's
+    with --roi and empty outside it; without one the answer says so; a bad ROI is refused like in training."""
+    client, tokens = seg_served
+    token, (run_dir, pictures) = tokens["clinician"], segmentation
+    image, roi = pictures / "26_image.png", pictures / "26_roi.png"
+
+    def post(roi_part: tuple[str, bytes] | None):  # noqa: ANN202
+        files = [("file", ("26.png", image.read_bytes()))] + ([("roi", roi_part)] if roi_part else [])
+        return client.post("/api/predict", files=files, data={"model": SEGMENTER}, headers=bearer(token))
+
+    bounded = post(("fov.png", roi.read_bytes()))
+    assert bounded.status_code == 200, bounded.text
+    seg = bounded.json()["segmentation"]
+    assert seg["roi_applied"] is True and seg["roi_note"] is None
+    mask = _png(client.get(seg["mask_url"], headers=bearer(token)).content)
+    written = segment_file(run_dir, image, tmp_path / "cli", roi_path=roi)
+    assert np.array_equal(mask, _png(written["mask"].read_bytes()))
+    fov = _png(roi.read_bytes()) > 0
+    assert not mask[~fov].any() and mask[fov].any()
+
+    whole = post(None).json()["segmentation"]
+    assert whole["roi_applied"] is False and "no region of interest was given" in whole["roi_note"]
+    assert not np.array_equal(_png(client.get(whole["mask_url"], headers=bearer(token)).content), mask)
+
+    before = count_results(store)
+    small = Image.open(roi).resize((70, 73), Image.NEAREST)
+    refusals = [
+        (png_of(small), "fov.png: the roi is 73 × 70 but its image 26.png is 146 × 141"),
+        (image.read_bytes(), "fov.png: the roi is not binary"),
+        (png_of(Image.new("L", (141, 146))), "fov.png: the roi is empty"),
+        (b"not an image", "not a DICOM, PNG, JPEG or NIfTI"),
+    ]
+    for data, words in refusals:
+        answer = post(("fov.png", data))
+        assert answer.status_code in (400, 415) and words in answer.json()["error"], answer.text
+    alone = client.post("/api/predict", files=[("roi", ("fov.png", roi.read_bytes()))], headers=bearer(token))
+    assert alone.status_code == 400 and "beside the image" in alone.json()["error"]
+    assert count_results(store) == before
+
+
+def png_of(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     ("name", "data", "status", "words"),
     [

@@ -85,13 +85,18 @@ def result_pngs(image: np.ndarray, result: SegmentationResult) -> dict[str, byte
     return outputs
 
 
-def read_roi(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
-    """A region-of-interest mask for ``image``, checked like a training ROI."""
-    roi = binary_mask(read_any_image(path), path, "roi")
-    check_pair(
-        image, np.ones(image.shape[1:], dtype=np.uint8), roi, {"image": image_path, "mask": path, "roi": path}
-    )
+def checked_roi(array: np.ndarray, image: np.ndarray, image_path: Path, roi_path: Path) -> np.ndarray:
+    """A read region-of-interest image as ``image``'s binary ROI, checked like a training ROI (binary,
+    the image's size, not empty); the paths name the two in messages."""
+    roi = binary_mask(array, roi_path, "roi")
+    paths = {"image": image_path, "mask": roi_path, "roi": roi_path}
+    check_pair(image, np.ones(image.shape[1:], dtype=np.uint8), roi, paths)
     return roi
+
+
+def read_roi(path: Path, image: np.ndarray, image_path: Path) -> np.ndarray:
+    """A region-of-interest mask for ``image`` from a file."""
+    return checked_roi(read_any_image(path), image, image_path, path)
 
 
 def read_input(image_path: Path) -> tuple[np.ndarray, Any | None]:

@@ -5,12 +5,19 @@ The upload is decoded like any prediction's (content sniffed, byte and pixel lim
 they are, the segmenter normalises them itself), and segmented by ``segmentation.segment_array``, the
 function ``medsight predict`` calls: a file gets the same mask whichever door it came through. For a
 DICOM image the service adds a DICOM SEG over the stored source (``dicom_results.segmentation_object``).
+
+A region of interest (a field-of-view mask, uploaded beside the image) is decoded the same way and
+checked as ``medsight predict --roi`` and training check one (``segmentation.checked_roi``); with it the
+image is normalised inside it and nothing outside it is called structure, as the model was trained
+when its run records ``trained_with_roi``. The answer says whether one was applied, and when a model
+trained with one got none.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,9 +26,15 @@ from medsight.predict.conform import conform_layout
 from medsight.predict.decode import Decoded, Limits, decode_upload, safe_name
 from medsight.predict.errors import IncompatibleImageError
 from medsight.predict.loaded import LoadedModel
-from medsight.predict.segmentation import DEFAULT_CLASSES, result_pngs, segment_array
+from medsight.predict.segmentation import DEFAULT_CLASSES, checked_roi, result_pngs, segment_array
 from medsight.predict.timing import elapsed_ms
 from medsight.train.segmentation_inference import Segmenter
+
+Upload = tuple[str | None, bytes]  # (the client's file name, only for messages; the bytes)
+NO_ROI = (
+    "no region of interest was given, though the model was trained with one: the whole image was "
+    "segmented; send the image's field-of-view mask as the field 'roi' to segment as it was trained."
+)
 
 
 @dataclass
@@ -38,6 +51,8 @@ class SegmentationPrediction:
     pngs: dict[str, bytes] = field(repr=False)  # overlay, and for 2D images mask and probs
     info: dict = field(repr=False)  # the model's inference info (for the DICOM SEG)
     source: Decoded | None = field(default=None, repr=False)
+    roi_applied: bool = False
+    trained_with_roi: bool = False
 
     @property
     def foreground_fraction(self) -> float:
@@ -56,6 +71,8 @@ class SegmentationPrediction:
             "shape": self.shape,
             "area_mm2" if len(self.shape) == 2 else "volume_mm3": self.area,
             "pixel_spacing_mm": list(self.spacing) if self.spacing else None,
+            "roi_applied": self.roi_applied,
+            "roi_note": NO_ROI if self.trained_with_roi and not self.roi_applied else None,
         }
 
 
@@ -71,16 +88,30 @@ def finding(info: dict, mask: np.ndarray) -> tuple[str, list[str]]:
     return (classes[-1] if mask.any() else classes[0]), classes
 
 
+def upload_roi(roi: Upload, image: np.ndarray, image_name: str | None, limits: Limits) -> np.ndarray:
+    """The uploaded region of interest as the image's binary ROI (decoded within ``limits``, checked)."""
+    name, data = roi
+    decoded = decode_upload(data, limits, name)
+    shown = Path(safe_name(name) if name else "the roi")
+    return checked_roi(np.asarray(decoded.image.array), image, Path(safe_name(image_name)), shown)
+
+
 def segment_upload(
-    data: bytes, filename_hint: str | None, model: LoadedModel, limits: Limits
+    data: bytes,
+    filename_hint: str | None,
+    model: LoadedModel,
+    limits: Limits,
+    roi: Upload | None = None,
 ) -> SegmentationPrediction:
-    """Decode (within ``limits``), conform, segment at the run's threshold and draw the PNGs."""
+    """Decode (within ``limits``), conform, segment at the run's threshold (inside ``roi`` when one is
+    uploaded) and draw the PNGs."""
     segmenter = segmenter_of(model)
     start = time.perf_counter()
     decoded = decode_upload(data, limits, filename_hint)
     image = conform_layout(decoded.image, segmenter.spec, safe_name(filename_hint))
+    region = None if roi is None else upload_roi(roi, image, filename_hint, limits)
     preprocess_ms, start = elapsed_ms(start), time.perf_counter()
-    result = segment_array(segmenter, image)
+    result = segment_array(segmenter, image, region)
     inference_ms, start = elapsed_ms(start), time.perf_counter()
     pngs = result_pngs(image, result)
     label, classes = finding(segmenter.info, result.mask)
@@ -97,6 +128,8 @@ def segment_upload(
         pngs=pngs,
         info=segmenter.info,
         source=decoded,
+        roi_applied=region is not None,
+        trained_with_roi=bool(segmenter.info.get("trained_with_roi")),
     )
 
 

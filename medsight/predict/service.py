@@ -63,9 +63,16 @@ class PredictionService:
         explain: str,
         user: User,
         client: str | None = None,
+        roi: Part | None = None,
     ) -> ServedPrediction:
-        """Uploaded files: one image, or for an ECG model the files of one record (``served_ecg``)."""
+        """Uploaded files: one image (with its region of interest, for a segmentation model), or for an ECG
+        model the files of one record (``served_ecg``)."""
         loaded = self.model(model)
+        if roi is not None and loaded.task != "segmentation":
+            raise PredictInputError(
+                f"model '{loaded.name}' is not a segmentation model: a region of interest ('roi') is taken "
+                "only beside an image for a segmentation model; send the request without it."
+            )
         if loaded.task == "ecg":
             limits = self.predictor.limits
             prediction = self._audited(loaded, user, client, lambda: classify_upload(parts, loaded, limits))
@@ -76,7 +83,7 @@ class PredictionService:
                 "for an ECG model)."
             )
         ((filename, data),) = parts
-        prediction = self._predict(data, filename, loaded, explain, user, client)
+        prediction = self._predict(data, filename, loaded, explain, user, client, roi)
         assert prediction.source is not None
         if prediction.source.format != "dicom":
             return self._keep(prediction, user, client, upload_id=prediction.source.sha256[:32])
@@ -120,11 +127,18 @@ class PredictionService:
         return self._keep(prediction, user, client, source=stored.source)
 
     def _predict(
-        self, data: bytes, name: str | None, model: LoadedModel, explain: str, user: User, client: str | None
+        self,
+        data: bytes,
+        name: str | None,
+        model: LoadedModel,
+        explain: str,
+        user: User,
+        client: str | None,
+        roi: Part | None = None,
     ) -> Prediction | SegmentationPrediction:
         def predict() -> Prediction | SegmentationPrediction:
             if model.task == "segmentation":
-                return segment_upload(data, name, model, self.predictor.limits)
+                return segment_upload(data, name, model, self.predictor.limits, roi)
             if model.task == "ecg":
                 raise PredictInputError(
                     f"model '{model.name}' classifies the beats of ECG records, not images; send the record's "

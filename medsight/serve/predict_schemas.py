@@ -73,6 +73,12 @@ class SegmentationOut(BaseModel):
         None, description="a series: the slice drawn in the overlay (the most structure; 0 = first)"
     )
     pixel_spacing_mm: list[float] | None = None
+    roi_applied: bool = Field(
+        False, description="a region of interest (field 'roi') was applied: nothing outside it is structure"
+    )
+    roi_note: str | None = Field(
+        None, description="set when the model was trained with a region of interest and none was given"
+    )
     mask_url: str | None = Field(description="the mask as a PNG, 0 and 255 (2D images)")
     seg_sop_instance_uid: str | None = Field(
         description="the mask as a DICOM SEG in the study (DICOM inputs)"

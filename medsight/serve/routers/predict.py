@@ -41,6 +41,12 @@ _FORM = {
             "description": "one DICOM, PNG, JPEG or NIfTI image; for an ECG model, a record's files "
             "(NAME.hea, NAME.dat [, NAME.atr]), one .zip of them, or one MIT-BIH .npz",
         },
+        "roi": {
+            "type": "string",
+            "format": "binary",
+            "description": "for a segmentation model: the image's region of interest (e.g. a field-of-view "
+            "mask), binary and of the image's size; nothing outside it is called structure",
+        },
         "instance": {"type": "string", "description": "a stored SOP Instance UID, instead of a file"},
         "series": {
             "type": "string",
@@ -69,7 +75,7 @@ async def _form(request: Request, body: bytes) -> FormData:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        return await Request(request.scope, replay).form(max_files=MAX_PARTS, max_fields=8)
+        return await Request(request.scope, replay).form(max_files=MAX_PARTS + 1, max_fields=8)
     except Exception as err:  # malformed multipart: the parser's own error types
         raise BadInputError(
             f"the form could not be read ({type(err).__name__}); send multipart/form-data."
@@ -89,6 +95,18 @@ def _json_body(body: bytes) -> PredictRequest:
 def _text(form: FormData, key: str) -> str | None:
     value = form.get(key)
     return value.strip() or None if isinstance(value, str) else None
+
+
+async def _roi(form: FormData, with_upload: bool) -> tuple[str | None, bytes] | None:
+    """The region of interest uploaded as the field 'roi', which goes only with an uploaded image."""
+    rois = form.getlist("roi")
+    if not rois:
+        return None
+    if len(rois) > 1 or not with_upload or not isinstance(rois[0], UploadFile):
+        raise BadInputError(
+            "send one region of interest as the field 'roi', beside the image it belongs to (field 'file')."
+        )
+    return rois[0].filename, await rois[0].read()
 
 
 @router.post("/predict", responses=ERRORS, openapi_extra=_BODY)
@@ -114,9 +132,10 @@ async def predict(
         chosen, method = _text(form, "model") or model, _text(form, "explain") or explain
         uploads = [u for u in form.getlist("file") if isinstance(u, UploadFile)]
         instance, series = _text(form, "instance"), _text(form, "series")
+        roi = await _roi(form, bool(uploads))
         if uploads:
             parts = [(u.filename, await u.read()) for u in uploads]
-            call = partial(service.predict_files, parts, chosen, method, user, client)
+            call = partial(service.predict_files, parts, chosen, method, user, client, roi)
         elif instance:
             call = partial(service.predict_instance, instance, chosen, method, user, client)
         elif series:

@@ -165,6 +165,9 @@ class SegmentationTask:
             "dataset": self.dataset.name,
             "tta": bool(self.config.tta),  # evaluation and serving mirror the image alike
             "spacing": self.dataset.splits["train"].median_spacing(),  # mm per array axis, or None
+            # trained and normalised inside a region of interest (e.g. a field of view): served images
+            # should come with theirs, and the answer says when one did not
+            "trained_with_roi": any(roi is not None for roi in self.dataset.splits["train"].rois),
         }
 
 
