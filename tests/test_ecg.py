@@ -20,6 +20,7 @@ from medsight.data.transforms import augmentation
 from medsight.errors import BadInputError, ConfigError, DataNotFoundError
 from medsight.io.ecg import open_ecg, read_beats, read_signal, stream_signal
 from medsight.models import build_model
+from medsight.optimize.ensemble import make_ensemble
 
 QUIET = {"log": lambda _: None}
 # three records of high, middle and low PVC burden: a 1/1/1 split with PVCs in every split
@@ -254,6 +255,13 @@ def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, shared_data, tm
         assert (run / "plots" / f"{plot}.png").stat().st_size > 5000, plot
     assert 'alt="ecg_saliency"' in report
     assert metrics["faithfulness"]["method"] == "occlusion over time"
+
+    # an ensemble of ECG runs reports PVCs per record as a run does (the run twice: the same numbers)
+    ensemble = tmp_path / "ensemble"
+    make_ensemble([run, run], ensemble, n_boot=50, **QUIET)
+    assert json.loads((ensemble / "metrics.json").read_text())["ecg"]["test"] == ecg["test"]
+    assert "PVC detection per record" in (ensemble / "report.html").read_text()
+    assert (ensemble / "plots" / "ecg_strip.png").stat().st_size > 5000
 
     # new records through `medsight predict`: an annotated npz (its reference beside each call), a WFDB
     # record without annotations (beats found by XQRS), and a file that is no record, refused alone

@@ -26,6 +26,7 @@ from medsight.data.registry import load_dataset, registry_dir
 from medsight.data.tabular import fit_tabular
 from medsight.errors import BadInputError, ConfigError
 from medsight.optimize.common import OptimizeError
+from medsight.optimize.ensemble import load_servable, make_ensemble
 from medsight.optimize.export import export_run
 from medsight.optimize.predictors import load_variant
 from medsight.optimize.variants import optimize_run
@@ -193,6 +194,19 @@ def test_fusion_trains_evaluates_and_reads_the_tabular_side(fusion_runs, monkeyp
         trained.predict_images(test.images)
     bound = trained.with_tabular(test.tabular[0])  # Grad-CAM's view: one patient's values fixed
     np.testing.assert_allclose(bound.predict_images(test.images[:1]), probs[:1], atol=1e-6)
+
+
+def test_an_ensemble_of_fusion_runs_gives_each_member_its_table(fusion_runs, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDSIGHT_HOME", str(fusion_runs["home"]))
+    members = [fusion_runs["feature"], fusion_runs["late"]]
+    metrics = make_ensemble(members, tmp_path / "ensemble", n_boot=50, log=lambda _: None)
+    assert metrics["test"]["auc"] is not None
+    test = load_dataset("chest-tab").splits["test"]
+    by_hand = np.mean(
+        [load_trained_model(m).predict_images(test.images, tabular=test.tabular) for m in members], 0
+    )
+    ensembled = load_servable(tmp_path / "ensemble").predict_images(test.images, tabular=test.tabular)
+    np.testing.assert_allclose(ensembled, by_hand, atol=1e-6)
 
 
 def test_multitask_heads_train_and_evaluate_per_label(fusion_runs):

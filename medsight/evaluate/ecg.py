@@ -76,7 +76,7 @@ def ecg_summary(block: dict, split: str) -> str:
     return (
         f"{split} PVC: sensitivity {fmt(m['sensitivity'])}  PPV {fmt(m['ppv'])}  "
         f"({m['tp']} of {m['pvcs']} PVCs found, {m['fp']} false alarms in {m['beats']} beats, "
-        f"{len(m['per_record'])} records)"
+        f"{len(m['per_record'])} record{'s' if len(m['per_record']) != 1 else ''})"
     )
 
 

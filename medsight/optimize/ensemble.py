@@ -19,7 +19,7 @@ import yaml
 
 from medsight.data.registry import load_dataset
 from medsight.errors import BadInputError, ConfigError, DataNotFoundError
-from medsight.evaluate import plots
+from medsight.evaluate import ecg, plots
 from medsight.evaluate.metrics import choose_threshold, evaluate_split
 from medsight.evaluate.report import write_report
 from medsight.evaluate.run import summary_line
@@ -41,12 +41,20 @@ class Ensemble:
     dataset: str
 
     def predict_images(
-        self, images: np.ndarray, *, tta: bool | None = None, batch_size: int = 256
+        self,
+        images: np.ndarray,
+        *,
+        tta: bool | None = None,
+        batch_size: int = 256,
+        tabular: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Weighted mean of the members' probabilities; ``tta`` defaults to the ensemble's own flag."""
+        """Weighted mean of the members' probabilities; ``tta`` defaults to the ensemble's own flag.
+
+        ``tabular``: the encoded table of a fusion data set, read by the members that fuse it.
+        """
         use_tta = self.tta if tta is None else tta
         total = sum(
-            w * m.predict_images(images, tta=use_tta, batch_size=batch_size)
+            w * m.predict_images(images, tta=use_tta, batch_size=batch_size, tabular=tabular)
             for w, m in zip(self.weights, self.members, strict=True)
         )
         return np.asarray(total)
@@ -138,7 +146,10 @@ def make_ensemble(
         members, [Path(d).resolve() for d in run_dirs], shares, tta, members[0].classes, None, dataset.name
     )
     labels = {s: dataset.splits[s].labels for s in ("val", "test")}
-    probs = {s: ensemble.predict_images(dataset.splits[s].images) for s in labels}
+    probs = {
+        s: ensemble.predict_images(dataset.splits[s].images, tabular=dataset.splits[s].tabular)
+        for s in labels
+    }
     binary = len(dataset.classes) == 2
     threshold = choose_threshold(labels["val"], probs["val"][:, 1], rule) if binary else None
     metrics = {
@@ -148,6 +159,9 @@ def make_ensemble(
         "threshold_rule": f"{rule}, chosen on the validation split only" if binary else "argmax",
         **{s: evaluate_split(labels[s], probs[s], dataset.classes, threshold, n_boot=n_boot) for s in labels},
     }
+    is_ecg = dataset.modality == "ecg" and binary
+    if is_ecg:  # PVC sensitivity/PPV per record, as a single ECG run reports them
+        metrics["ecg"] = ecg.ecg_metrics(dataset, probs, threshold)
     record = {
         "members": [str(d) for d in ensemble.member_dirs],
         "weights": shares,
@@ -169,6 +183,8 @@ def make_ensemble(
             **{f"{k}_labels": v for k, v in labels.items()},
         )
         figures = _plots(folder, dataset, labels["test"], probs["test"], threshold, metrics["test"])
+        if is_ecg:  # beats drawn as traces, and a strip of one test record
+            figures.update(ecg.ecg_plots(folder, dataset, "test", probs["test"], threshold))
         report = write_report(
             folder / "report.html",
             title=f"medsight ensemble of {len(members)} runs on {dataset.name}",
@@ -188,6 +204,8 @@ def make_ensemble(
         )
         set_status(folder, "complete", kind="ensemble", report=str(out / report.name))
     log(summary_line(metrics, "test"))
+    if is_ecg:
+        log(ecg.ecg_summary(metrics["ecg"], "test"))
     log(f"ensemble: {out} (report: {out / 'report.html'})")
     return metrics
 
