@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,10 @@ from medsight.data.registry import load_dataset
 from medsight.errors import BadInputError
 from medsight.explain import explain
 from medsight.explain.served import predict_and_gradcam, weighted_maps
+from medsight.optimize import predictors
 from medsight.optimize.ensemble import ENSEMBLE_FILE, load_ensemble, make_ensemble
+from medsight.optimize.export import export_run
+from medsight.predict.infer import infer
 from medsight.predict.loaded import ENSEMBLE_FILE as SERVED_ENSEMBLE_FILE
 from medsight.predict.loaded import load_model
 from medsight.predict.registration import register_run
@@ -97,6 +102,44 @@ def test_a_class_map_graph_that_differs_from_the_eager_model_is_not_used(
     monkeypatch.setattr(class_maps, "_onnx_bytes", perturbed)
     assert class_maps.class_map_pass(trained.model, trained.spec) is None
     assert class_maps.class_map_pass(torch.nn.Linear(2, 2), trained.spec) is None  # no such head
+
+
+def test_the_serving_variant_loads_on_the_first_request_that_uses_it(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("exports", "variants"))
+    export_run(run, "onnx", log=lambda _: None)
+    (run / "serving.json").write_text(json.dumps({"variant": "onnx-fp32"}))
+    loads = []
+
+    def counted_load(*args: object) -> predictors.ServableModel:
+        loads.append(args)
+        time.sleep(0.2)  # a slow load, so two first requests overlap in it
+        return load_variant(*args)
+
+    load_variant = predictors.load_variant
+    monkeypatch.setattr(predictors, "load_variant", counted_load)
+    loaded = load_model(run, "lesions", "1")
+    image = _test_images(1)[0]
+    infer(loaded, image, "gradcam", image.shape[1:])
+    assert loads == [] and not loaded.serving.loaded  # Grad-CAM: the class-map pass answered
+
+    start = threading.Barrier(2)
+    answers = []
+
+    def occlusion() -> None:
+        start.wait()
+        answers.append(infer(loaded, image, "occlusion", image.shape[1:]).probabilities)
+
+    threads = [threading.Thread(target=occlusion) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == [(run, "onnx-fp32")]
+    onnx = loaded.serving.variant().predict_images(image[None], tta=loaded.tta)[0]
+    for probabilities in answers:
+        np.testing.assert_allclose(probabilities, onnx, atol=1e-6)
 
 
 def test_ensemble_serves_its_mean_and_its_members_map(

@@ -164,11 +164,17 @@ def variant_path(run_dir: Path, name: str) -> Path:
     return record.parent / json.loads(record.read_text())["file"]
 
 
-def load_predictor(run_dir: Path, name: str) -> Predictor:
-    """The predictor of one variant of a run (``eager``, ``torchscript``, ``onnx-fp32`` or a variant folder)."""
+def existing_variant_path(run_dir: Path, name: str) -> Path:
+    """``variant_path``, refused (DataNotFoundError) when the variant was never made or its file is gone."""
     path = variant_path(run_dir, name)
     if not path.exists():
         raise DataNotFoundError(f"{path}: not found. Make it with `medsight export` or `medsight optimize`.")
+    return path
+
+
+def load_predictor(run_dir: Path, name: str) -> Predictor:
+    """The predictor of one variant of a run (``eager``, ``torchscript``, ``onnx-fp32`` or a variant folder)."""
+    path = existing_variant_path(run_dir, name)
     if name == "eager":
         return EagerPredictor(load_trained_model(run_dir).model)
     if name == "torchscript":
@@ -194,8 +200,12 @@ def load_variant(run_dir: Path, name: str) -> ServableModel:
     )
 
 
+def serving_variant_name(run_dir: Path) -> str:
+    """The variant ``medsight bench`` chose for serving (``serving.json``), else ``eager``."""
+    record = Path(run_dir) / "serving.json"
+    return json.loads(record.read_text()).get("variant", "eager") if record.exists() else "eager"
+
+
 def load_serving_model(run_dir: Path) -> ServableModel:
     """The variant ``medsight bench`` chose for serving (``serving.json``), else the eager model."""
-    record = Path(run_dir) / "serving.json"
-    name = json.loads(record.read_text())["variant"] if record.exists() else "eager"
-    return load_variant(run_dir, name)
+    return load_variant(run_dir, serving_variant_name(run_dir))

@@ -5,7 +5,7 @@ mask (its ``segmenter``, the one ``medsight predict`` uses), an ECG beat model l
 record (its ``trained`` model, whose inference info carries the beat settings).
 
 A run answers with the fastest checked variant ``medsight bench`` recorded in ``serving.json`` (else the
-eager model), with the test-time flips its evaluation used, so the probability is the one the
+eager model; loaded by the first request that uses it), with the test-time flips its evaluation used, so the probability is the one the
 validation threshold was chosen on. An ensemble folder (``medsight ensemble``) answers with the
 weighted mean of its members' probabilities and its own validation threshold. Explanations need
 gradients, so they come from the eager models: the run's own, or every member of an ensemble.
@@ -14,6 +14,7 @@ gradients, so they come from the eager models: the run's own, or every member of
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class LoadedModel:
     run_dir: Path
     members: list[TrainedModel]  # eager models: the run's, or each member of an ensemble
     weights: list[float]  # each member's share of the probabilities (and of the heatmap)
-    serving: Any  # predict_images(images, tta=...): a ServableModel variant, an Ensemble, or members[0]
+    serving: Any  # predict_images(images, tta=...): a LazyVariant, an Ensemble, or members[0]
     tta: bool
     threshold: float | None  # the operating point chosen on validation, for this run or ensemble
     class_maps: Any = None  # a checked ONNX Runtime pass: logits and Grad-CAM maps (optimize.class_maps)
@@ -113,14 +114,45 @@ def run_tta(run_dir: Path) -> bool:
     return bool((config.get("config") or {}).get("tta"))
 
 
-def _serving_variant(run_dir: Path, trained: TrainedModel) -> Any:
-    """The variant ``serving.json`` names; the eager model itself when it names none or ``eager``."""
-    record = run_dir / "serving.json"
-    if not record.is_file() or json.loads(record.read_text()).get("variant", "eager") == "eager":
-        return trained
-    from medsight.optimize.predictors import load_serving_model
+class LazyVariant:
+    """A run's serving variant (an ONNX Runtime session, say), loaded on its first use.
 
-    return load_serving_model(run_dir)
+    Grad-CAM requests, most of them, are answered by the class-map pass or the eager model and never
+    use it, so start-up and memory pay for it only once an occlusion or no-heatmap request comes.
+    Requests arrive on the server's threads: the lock makes their first use load it once."""
+
+    def __init__(self, run_dir: Path, name: str) -> None:
+        self.run_dir, self.name = run_dir, name
+        self._variant: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._variant is not None
+
+    def variant(self) -> Any:
+        if self._variant is None:
+            with self._lock:
+                if self._variant is None:
+                    from medsight.optimize.predictors import load_variant
+
+                    self._variant = load_variant(self.run_dir, self.name)
+        return self._variant
+
+    def predict_images(self, images: Any, **options: Any) -> Any:
+        return self.variant().predict_images(images, **options)
+
+
+def _serving_variant(run_dir: Path, trained: TrainedModel) -> Any:
+    """The variant ``serving.json`` names, loaded when first used; the eager model itself when it names
+    none or ``eager``."""
+    from medsight.optimize.predictors import existing_variant_path, serving_variant_name
+
+    name = serving_variant_name(run_dir)
+    if name == "eager":
+        return trained
+    existing_variant_path(run_dir, name)  # a missing file is refused now, as an eager load would
+    return LazyVariant(run_dir, name)
 
 
 def _load_ensemble(run_dir: Path, name: str, version: str) -> LoadedModel:
