@@ -188,6 +188,8 @@ def _input_facts(
     if task == "segmentation":
         given = info.get("input") or {}
         facts.update(spatial_dims=given.get("spatial_dims"), patch_size=given.get("patch_size"))
+        # trained inside regions of interest (e.g. DRIVE's field of view): an image is best sent with its own
+        facts["trained_with_roi"] = bool(info.get("trained_with_roi"))
     if task == "ecg":
         facts["sampling_rate_hz"] = info["ecg"]["settings"]["fs"]
     return facts

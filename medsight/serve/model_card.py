@@ -64,6 +64,19 @@ def _history(versions: list[ModelVersionOut]) -> str:
     )
 
 
+def _roi_line(version: ModelVersionOut) -> str:
+    """For a segmentation model, whether it wants each image's region of interest beside it."""
+    if version.task != "segmentation":
+        return ""
+    if version.trained_with_roi:
+        return (
+            "<p><strong>Region of interest.</strong> Trained inside each image's region of interest (e.g. "
+            "a field-of-view mask): send an image's own beside it (field 'roi'); without one the whole "
+            "image is segmented.</p>"
+        )
+    return "<p><strong>Region of interest.</strong> Trained on whole images; a region of interest is optional.</p>"
+
+
 def render_card(card: ModelCardOut) -> str:
     """The card of ``card.latest`` with the history of all versions, as an HTML document."""
     v = card.latest
@@ -79,6 +92,7 @@ def render_card(card: ModelCardOut) -> str:
 <p class="note"><strong>Intended use.</strong> {_e(v.intended_use)}</p>
 <p>Classes: {_e(", ".join(v.classes or []))}. Architecture: {_e(v.architecture.get("model"))}.
 Served as: {_e(v.serving_variant)}. Heatmap: {_e(v.heatmap)}.</p>
+{_roi_line(v)}
 <h2>Training data</h2>{_dataset(v.dataset)}
 <h2>Performance</h2>{metrics or "<p>no metrics recorded</p>"}
 <h2>Threshold</h2><p>{_num(threshold.get("value"))}: {_e(threshold.get("how_chosen"))}</p>

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ExplainMethod = Literal["gradcam", "occlusion"]
 Task = Literal["classification", "segmentation", "ecg"]
+_ROI = (
+    "a segmentation model trained inside regions of interest (e.g. a field of view): send each image's "
+    "own as the field 'roi' beside it"
+)
 
 
 class PredictRequest(BaseModel):
@@ -168,6 +172,7 @@ class ModelVersionOut(BaseModel):
     heatmap: str | None = Field(
         None, description="how the heatmap is made, e.g. an ensemble's: its members' maps, weighted"
     )
+    trained_with_roi: bool = Field(False, description=_ROI)
 
 
 class ModelSummaryOut(BaseModel):
@@ -178,6 +183,7 @@ class ModelSummaryOut(BaseModel):
     is_default: bool
     dataset: str | None
     test_auc: float | None
+    trained_with_roi: bool = Field(False, description=_ROI)
 
 
 class ModelCardOut(BaseModel):

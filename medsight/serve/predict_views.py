@@ -130,4 +130,10 @@ def model_version_out(carded: CardedModel, default_key: str | None = None) -> Mo
         architecture=card.get("architecture") or {},
         serving_variant=card.get("serving_variant"),
         heatmap=(card.get("explanation") or {}).get("heatmap"),
+        trained_with_roi=trained_with_roi(card),
     )
+
+
+def trained_with_roi(card: dict) -> bool:
+    """Whether the card's model was trained inside regions of interest (cards before it was recorded: no)."""
+    return bool((card.get("input") or {}).get("trained_with_roi"))

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from medsight.serve.deps import StoreDep, requires
 from medsight.serve.model_card import render_card
 from medsight.serve.predict_schemas import ModelCardOut, ModelSummaryOut
-from medsight.serve.predict_views import ERRORS, model_version_out
+from medsight.serve.predict_views import ERRORS, model_version_out, trained_with_roi
 from medsight.store import NotFoundError, Store, User
 from medsight.store.model_cards import default_model, list_carded
 
@@ -50,6 +50,7 @@ def get_models(store: StoreDep, user: ModelReader) -> list[ModelSummaryOut]:
             is_default=m.key == default,
             dataset=(m.card.get("dataset") or {}).get("name"),
             test_auc=((m.model.metrics.get("test") or {}).get("auc") or {}).get("value"),
+            trained_with_roi=trained_with_roi(m.card),
         )
         for m in carded
     ]

@@ -5,6 +5,7 @@ import { ApiError, api, setCsrfToken, upload } from "./api.js";
 import { $, el } from "./dom.js";
 import { loadHistory } from "./history.js";
 import { modelCardUrl, showPrediction } from "./prediction.js";
+import { chosenRoi, offerRoiFor, wireRoi } from "./roi.js";
 import { Viewer } from "./viewer.js";
 
 const VIEWS = ["login", "predict", "history", "admin"];
@@ -94,16 +95,21 @@ async function logout() {
 
 // ---- models ---------------------------------------------------------------------------------
 
-function updateModelLink() {
+function selectedModel() {
+  return models.find((m) => `${m.name}:${m.version}` === $("#model-select").value);
+}
+
+function selectedTask() {
+  return selectedModel()?.task ?? "classification";
+}
+
+// The model card's link, and a segmentation model's region-of-interest input.
+function modelChosen() {
   const [name, version] = ($("#model-select").value || "").split(":");
   const link = $("#model-card-link");
   link.hidden = !name;
   if (name) link.href = modelCardUrl(name, version);
-}
-
-function selectedTask() {
-  const chosen = models.find((m) => `${m.name}:${m.version}` === $("#model-select").value);
-  return chosen?.task ?? "classification";
+  offerRoiFor(selectedModel());
 }
 
 async function loadModels() {
@@ -117,7 +123,7 @@ async function loadModels() {
   if (chosen) select.value = `${chosen.name}:${chosen.version}`;
   select.disabled = models.length === 0;
   if (!models.length) showError("No model is registered yet: ask an administrator to register one.");
-  updateModelLink();
+  modelChosen();
 }
 
 // ---- upload and predict ---------------------------------------------------------------------
@@ -139,12 +145,14 @@ async function previewOf(file) {
   return previewUrl;
 }
 
-// One image, or the files of one ECG record: each a "file" part of the same request.
-async function predictFiles(files) {
+// One image (with its region of interest, when one is chosen), or the files of one ECG record: each a
+// "file" part of the same request.
+async function predictFiles(files, roi = null) {
   const form = new FormData();
   for (const file of files) form.append("file", file, file.name);
+  if (roi) form.append("roi", roi, roi.name);
   if ($("#model-select").value) form.append("model", $("#model-select").value);
-  const names = files.map((f) => f.name).join(", ");
+  const names = files.map((f) => f.name).join(", ") + (roi ? ` (region of interest ${roi.name})` : "");
   setProgress(`Uploading ${names}…`, 0);
   const result = await upload("/api/predict", form, {
     onProgress: (fraction) =>
@@ -170,7 +178,7 @@ async function handleFiles(files) {
         return;
       }
       const [file] = files;
-      const [result, preview] = await Promise.all([predictFiles([file]), previewOf(file)]);
+      const [result, preview] = await Promise.all([predictFiles([file], chosenRoi()), previewOf(file)]);
       showPrediction(result);
       await showImage(preview, ...mapOf(result), file.name, true);
     } catch (error) {
@@ -276,7 +284,7 @@ function wire() {
   $("#login-form").addEventListener("submit", login);
   $("#logout").addEventListener("click", logout);
   $("#error-close").addEventListener("click", clearError);
-  $("#model-select").addEventListener("change", updateModelLink);
+  $("#model-select").addEventListener("change", modelChosen);
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
   document.addEventListener("keydown", (event) => {
     if ($("#viewer-card").hidden || event.target.matches("input, select, textarea")) return;
@@ -285,6 +293,7 @@ function wire() {
   });
   wireViewer();
   wireDropzone();
+  wireRoi();
   wireAdmin(report);
 }
 

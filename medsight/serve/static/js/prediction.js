@@ -54,6 +54,14 @@ function segmentationSummary(result) {
     `cut at probability ${percent(result.threshold)}.`;
 }
 
+// Whether a region of interest bounded the mask, in the API's words when the model wanted one and got none.
+function roiLine(result) {
+  const seg = result.segmentation;
+  if (seg.roi_applied) return "A region of interest was applied: nothing outside it is called structure.";
+  const whole = seg.shape.length === 3 ? "series" : "image";
+  return seg.roi_note || `No region of interest was given: the whole ${whole} was segmented.`;
+}
+
 // An ECG record: beats per class, where the beats came from, and what was done to the record.
 function showBeats(result) {
   const ecg = result.ecg;
@@ -85,7 +93,11 @@ export function showPrediction(result) {
   show("#result-summary", result.task !== "classification");
   show("#beat-counts", result.task === "ecg");
   show("#strip-figure", false);
-  if (result.task === "segmentation") $("#result-summary").textContent = segmentationSummary(result);
+  show("#result-roi", result.task === "segmentation");
+  if (result.task === "segmentation") {
+    $("#result-summary").textContent = segmentationSummary(result);
+    $("#result-roi").textContent = roiLine(result);
+  }
   if (result.task === "ecg") showBeats(result);
   const timing = result.timing_ms;
   const total = timing.preprocess + timing.inference + timing.explain;
