@@ -102,6 +102,27 @@ def test_load_pneumoniamnist_official_sizes(shared_data):
     assert info["splits"]["test"] == {"size": 624, "label_counts": [234, 390]}
 
 
+def test_data_info_prints_one_layout_for_classification_and_segmentation(shared_data):
+    from typer.testing import CliRunner
+
+    from medsight.cli import app
+
+    runner = CliRunner()
+    pneumonia = runner.invoke(app, ["data", "info", "pneumoniamnist"])
+    drive = runner.invoke(app, ["data", "info", "drive"])
+    assert pneumonia.exit_code == 0 and drive.exit_code == 0, pneumonia.output + drive.output
+    assert pneumonia.output.startswith("pneumoniamnist  (xray, 2D, shape [28, 28], 1 channel(s))\nsource: ")
+    assert drive.output.startswith(
+        "drive  (segmentation, fundus, 2D, median shape [584, 565], 3 channel(s))\nsource: "
+    )
+    pneumonia_rows = [line.split() for line in pneumonia.output.splitlines() if "│" in line]
+    drive_rows = [line.split() for line in drive.output.splitlines() if "│" in line]
+    assert ["│", "test", "│", "624", "│", "234", "│", "390", "│"] in pneumonia_rows
+    assert ["│", "test", "│", "20", "│", "0.1273", "│"] in drive_rows  # the foreground share, 4 places
+    for output in (pneumonia.output, drive.output):
+        assert output.splitlines()[-1].startswith("licence: ") and "; cite " in output
+
+
 def test_load_adrenalmnist3d_is_3d(shared_data):
     dataset = load_dataset("adrenalmnist3d")
     assert dataset.spatial_dims == 3

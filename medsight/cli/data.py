@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from medsight.cli import app, console, say
+from medsight.errors import ConfigError
 
 data_app = typer.Typer(help="Find, download and import data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -38,25 +39,7 @@ def data_info(name: str, as_json: Annotated[bool, typer.Option("--json", help="p
     if as_json:
         say(json.dumps(info, indent=2))
         return
-    if segmentation:
-        _segmentation_info(info)
-        return
-    say(
-        f"{info['name']}  ({info['modality']}, {info['spatial_dims']}D, shape {info['image_shape']}, "
-        f"{info['channels']} channel(s))\nsource: {info['source']}"
-    )
-    table = Table("split", "images", *info["classes"])
-    for split, facts in info["splits"].items():
-        table.add_row(split, str(facts["size"]), *map(str, facts["label_counts"]))
-    console.print(table)
-    for head, facts in (info.get("heads") or {}).items():
-        say(
-            f"label '{head}': classes {', '.join(facts['classes'])}; counts per split {facts['label_counts']}"
-        )
-    if info.get("tabular"):
-        say(f"tabular features ({len(info['tabular'])}): {', '.join(info['tabular'])}")
-    if info.get("licence"):
-        say(f"licence: {info['licence']}" + (f"; cite {info['citation']}" if info.get("citation") else ""))
+    _print_summary(info)
 
 
 @data_app.command("pull")
@@ -72,17 +55,34 @@ def data_pull(
     say(f"{name}: {pull(name, url=url)}")
 
 
-def _segmentation_info(info: dict) -> None:
+def _print_summary(info: dict) -> None:
+    """Every data set's summary in one layout: what it is, a row per split, then the extras and licence."""
+    segmentation = info.get("task") == "segmentation"
+    kind, shape = ("segmentation, ", "median shape") if segmentation else ("", "shape")
     say(
-        f"{info['name']}  (segmentation, {info['modality']}, {info['spatial_dims']}D, median shape "
-        f"{info['image_shape']}, {info['channels']} channel(s))\nsource: {info['source']}"
+        f"{info['name']}  ({kind}{info['modality']}, {info['spatial_dims']}D, {shape} {info['image_shape']}, "
+        f"{info['channels']} channel(s))\nsource: {info['source']}"
     )
-    table = Table("split", "images", "foreground share")
+    columns = ["foreground share"] if segmentation else info["classes"]
+    table = Table("split", "images", *columns)
     for split, facts in info["splits"].items():
-        table.add_row(split, str(facts["size"]), f"{facts['label_counts']['foreground share']:.4f}")
+        table.add_row(split, str(facts["size"]), *_count_cells(facts["label_counts"]))
     console.print(table)
+    for head, facts in (info.get("heads") or {}).items():
+        say(
+            f"label '{head}': classes {', '.join(facts['classes'])}; counts per split {facts['label_counts']}"
+        )
+    if info.get("tabular"):
+        say(f"tabular features ({len(info['tabular'])}): {', '.join(info['tabular'])}")
     if info.get("licence"):
         say(f"licence: {info['licence']}" + (f"; cite {info['citation']}" if info.get("citation") else ""))
+
+
+def _count_cells(counts: list[int] | dict[str, float]) -> list[str]:
+    """A split's label counts as table cells: class counts, or a segmentation set's shares (4 places)."""
+    if isinstance(counts, dict):
+        return [f"{share:.4f}" for share in counts.values()]
+    return [str(count) for count in counts]
 
 
 @data_app.command("import")
@@ -128,40 +128,58 @@ def data_import(
     categorical: Annotated[
         str | None, typer.Option(help="which of the --tabular columns are categories (one-hot), e.g. sex")
     ] = None,
+    train_records: Annotated[
+        str | None, typer.Option(help="ECG folder: comma-separated records for training (e.g. DS1's)")
+    ] = None,
+    val_records: Annotated[
+        str | None, typer.Option(help="ECG folder: records for validation (threshold, model selection)")
+    ] = None,
+    test_records: Annotated[
+        str | None, typer.Option(help="ECG folder: records for the one final test (e.g. DS2's)")
+    ] = None,
 ) -> None:
-    """Register your own data set; then `medsight train --dataset NAME` works. The source is never modified."""
+    """Register your own data set; then `medsight train --dataset NAME` works. The source is never modified.
+
+    A folder of ECG records (WFDB or MIT-BIH npz) becomes a PVC-vs-other beat data set split by record:
+    give the records of each split, or none for a split drawn by PVC burden (--seed).
+    """
+    from medsight.data.ecg_registry import looks_like_ecg_folder
     from medsight.data.importer import dataset_name_from, import_dataset
     from medsight.data.registry import registry_dir
     from medsight.data.segmentation_registry import import_segmentation, looks_like_segmentation
 
     if task not in (None, "classification", "segmentation"):
-        from medsight.errors import ConfigError
-
         raise ConfigError(f"--task {task}: data sets are imported for classification or segmentation.")
+    name = name or dataset_name_from(path)
+    image_flags = {
+        "--classes": classes,
+        "--size": size,
+        "--skip-bad": skip_bad,
+        "--labels": labels != "label",
+        "--tabular": tabular,
+        "--categorical": categorical,
+    }
+    records = {"train": _names(train_records), "val": _names(val_records), "test": _names(test_records)}
+    record_flags = {f"--{split}-records": names for split, names in records.items()}
+    if task is None and looks_like_ecg_folder(path.expanduser()):
+        _refuse(image_flags | {"--modality": modality}, "a folder of ECG records is cut into beats as it is")
+        _import_ecg_folder(path, name, records if any(records.values()) else None, seed)
+        return
+    _refuse(record_flags, "they split a folder of ECG records (WFDB or npz) by record")
     if task == "segmentation" or (task is None and looks_like_segmentation(path.expanduser())):
-        unused = {
-            "--classes": classes,
-            "--size": size,
-            "--skip-bad": skip_bad,
-            "--labels": labels != "label",
-            "--tabular": tabular,
-            "--categorical": categorical,
-        }
-        if given := [flag for flag, value in unused.items() if value]:
-            from medsight.errors import ConfigError
-
-            raise ConfigError(
-                f"{', '.join(given)}: for classification data sets only; a segmentation data set keeps "
-                "its images' size (training samples patches) and takes every image/mask pair or none."
-            )
-        report = import_segmentation(path, name=name or dataset_name_from(path), modality=modality, seed=seed)
+        _refuse(
+            image_flags,
+            "for classification data sets only; a segmentation data set keeps its images' size (training "
+            "samples patches) and takes every image/mask pair or none",
+        )
+        report = import_segmentation(path, name=name, modality=modality, seed=seed)
         say(f"imported '{report.name}' (segmentation): {report.n_images} image/mask pairs -> {report.folder}")
         data_info(report.name)
         return
     report = import_dataset(
         path,
         registry_dir(),
-        name=name or dataset_name_from(path),
+        name=name,
         classes=classes.split(",") if classes else None,
         size=size,
         modality=modality,
@@ -176,6 +194,23 @@ def data_import(
     for note in report.notes:
         say(f"note: {note}")
     say(f"imported '{report.name}': {report.n_images} images -> {report.folder}")
+    data_info(report.name)
+
+
+def _refuse(flags: dict, why: str) -> None:
+    """Flags that mean nothing for this kind of source are refused rather than silently ignored."""
+    if given := [flag for flag, value in flags.items() if value]:
+        raise ConfigError(f"{', '.join(given)}: {why}.")
+
+
+def _import_ecg_folder(path: Path, name: str, records: dict[str, list[str]] | None, seed: int) -> None:
+    from medsight.data.ecg_registry import import_ecg
+    from medsight.data.registry import registry_dir
+
+    report = import_ecg(path, registry_dir(), name=name, records=records, seed=seed)
+    for note in report.notes:
+        say(f"note: {note}")
+    say(f"imported '{report.name}' (ECG beats, PVC vs other): {report.n_images} beats -> {report.folder}")
     data_info(report.name)
 
 
