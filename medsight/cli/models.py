@@ -125,8 +125,9 @@ def predict(
 
     A segmentation run (a run folder) writes a mask per input instead of a label: the CSV lists each
     mask's files and the share of the image it covers. An ECG beat model takes records (WFDB NAME.hea
-    with its .dat, or .npz) and writes a row per beat; beats come from the record's annotations when
-    it has them (shown beside the prediction), else from wfdb's XQRS detector.
+    with its .dat, one .zip of a record's files, or .npz) and writes a row per beat; beats come from the
+    record's annotations when it has them (shown beside the prediction), else from wfdb's XQRS detector.
+    A .zip is read as the API reads one (in memory, parts told apart by content); a bad zip is refused.
 
     A 3D model (classifier or segmentation) reads each DICOM series in a folder as one volume, as
     `POST /api/predict` reads a stored series (sorted, rescaled, tilt and uneven spacing corrected;
@@ -144,7 +145,7 @@ def predict(
         return
     if loaded.task == "ecg":  # a beat classifier: every beat of each ECG record
         files = batch.input_files(inputs)
-        _finish(out, batch.BEAT_FIELDS, batch.classify_records(loaded, files, explain_dir, say))
+        _finish(out, batch.BEAT_FIELDS, batch.classify_records(loaded, files, explain_dir, say, limits))
         return
     rows = batch.classify_inputs(inputs, Predictor(limits), loaded, explain, explain_dir)
     _finish(out, batch.IMAGE_FIELDS, rows)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medsight.errors import MedsightError
 from medsight.predict.decode import Limits
@@ -23,6 +24,10 @@ from medsight.predict.predictor import Prediction, Predictor
 from medsight.predict.series import StoredSeries, input_spec
 from medsight.predict.series_folders import FolderSeries, find_series, input_files, read_folder_series
 from medsight.progress import progress_bar
+
+if TYPE_CHECKING:  # imported when an ECG model is used: image predictions need not load wfdb
+    from medsight.predict.ecg import RecordPrediction
+    from medsight.train.inference import TrainedModel
 
 Row = dict[str, str]
 Log = Callable[[str], None]
@@ -39,7 +44,8 @@ BEAT_FIELDS = (
     *("file", "status", "beat", "time_s", "p_pvc", "label"),
     *("reference", "beats_from", "model", "error"),
 )
-ECG_SUFFIXES = (".hea", ".dat", ".atr", ".npz")
+ECG_SUFFIXES = (".hea", ".dat", ".atr", ".npz", ".zip")
+ONE_FILE_RECORDS = (".npz", ".zip")  # a record in one file: MIT-BIH's npz, or a zip of a WFDB record's files
 
 
 def _guarded(row: Row, work: Callable[[], Row]) -> Row:
@@ -198,13 +204,28 @@ def segment_images(model: LoadedModel, files: list[Path], out_dir: Path, max_byt
 def ecg_records(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     """The records among ``files`` (a WFDB record once, whichever of its files were named) and the rest."""
     files = list(files)
-    records = {f if f.suffix == ".npz" else f.with_suffix("") for f in files if f.suffix in ECG_SUFFIXES}
+    records = {
+        f if f.suffix in ONE_FILE_RECORDS else f.with_suffix("") for f in files if f.suffix in ECG_SUFFIXES
+    }
     return sorted(records), [f for f in files if f.suffix not in ECG_SUFFIXES]
 
 
-def classify_records(model: LoadedModel, files: list[Path], plots: Path | None, log: Log) -> list[Row]:
-    """A row per beat of each record; a strip plot per record into ``plots``."""
-    from medsight.predict.ecg import classify_record, plot_record, single_beat_model
+def _classify_record(trained: TrainedModel, record: Path, limits: Limits, log: Log) -> RecordPrediction:
+    """A record's beats; a ``.zip`` read as ``POST /api/predict`` reads one (in memory, within ``limits``)."""
+    from medsight.predict.ecg import classify_record
+    from medsight.predict.served_ecg import classify_zip
+
+    if record.suffix == ".zip":
+        return classify_zip(trained, _within(record, limits.max_bytes), limits, log)
+    return classify_record(trained, record, log=log)
+
+
+def classify_records(
+    model: LoadedModel, files: list[Path], plots: Path | None, log: Log, limits: Limits
+) -> list[Row]:
+    """A row per beat of each record (a ``.zip`` read within ``limits``); a strip plot per record into
+    ``plots``."""
+    from medsight.predict.ecg import plot_record, single_beat_model
 
     trained = single_beat_model(model)
     records, others = ecg_records(files)
@@ -212,12 +233,14 @@ def classify_records(model: LoadedModel, files: list[Path], plots: Path | None, 
     rows = [
         base
         | {"file": str(f), "status": "refused"}
-        | {"error": f"{f.name}: not an ECG record; give WFDB records (NAME.hea with NAME.dat) or .npz files."}
+        | {
+            "error": f"{f.name}: not an ECG record; give WFDB records (NAME.hea with NAME.dat), .zip or .npz files."
+        }
         for f in others
     ]
     for record in progress_bar(records, "classifying beats"):
         try:
-            prediction = classify_record(trained, record, log=log)
+            prediction = _classify_record(trained, record, limits, log)
         except (MedsightError, OSError) as err:
             rows.append(base | {"file": str(record), "status": "refused", "error": str(err)})
             continue

@@ -8,6 +8,7 @@ one the header declares (samples x signals x bytes per sample of its format); a 
 read as WFDB annotations. The parts are written into a private temporary folder under the names the
 header itself gives (checked to be plain names), and the record is then classified by
 ``ecg.classify_record`` and drawn by ``ecg.plot_record``: what ``medsight predict`` does with a record.
+``medsight predict`` reads a ``.zip`` record through the same path (``classify_zip``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from medsight.predict.errors import PredictInputError, UnsupportedFormatError, U
 from medsight.predict.loaded import LoadedModel
 from medsight.predict.safe_zip import is_zip, read_members
 from medsight.predict.timing import elapsed_ms
+from medsight.train.inference import TrainedModel
 
 Part = tuple[str | None, bytes]  # (the client's file name, only for messages; the bytes)
 MAX_PARTS = 3  # header, signal, annotations
@@ -52,7 +55,7 @@ NOT_A_RECORD = (
     "not an ECG record; send a WFDB record as several 'file' parts (NAME.hea, NAME.dat, and NAME.atr when "
     "it has beat annotations), one .zip of those files, or one MIT-BIH .npz file."
 )
-ZIP_ONE_RECORD = "zip one record's NAME.hea, NAME.dat and NAME.atr (or upload those files as they are)"
+ZIP_ONE_RECORD = "zip one record's NAME.hea, NAME.dat and NAME.atr (or give those files as they are)"
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -246,21 +249,41 @@ def _details(prediction: RecordPrediction, classes: list[str], notes: list[str])
     }
 
 
+@contextmanager
+def record_folder(shown: str = "the upload") -> Iterator[Path]:
+    """A private temporary folder for a record's parts; a refusal names ``shown``, never the folder."""
+    with tempfile.TemporaryDirectory(prefix="medsight-ecg-") as tmp:
+        folder = Path(tmp)
+        try:
+            yield folder
+        except MedsightError as err:  # say what was wrong, never where our temporary folder is
+            raise type(err)(str(err).replace(f"{folder}/", "").replace(str(folder), shown)) from None
+
+
+def classify_zip(
+    trained: TrainedModel, path: Path, limits: Limits, log: Callable[[str], None]
+) -> RecordPrediction:
+    """Every beat of the record zipped in ``path`` (or of the MIT-BIH npz it is), read as an uploaded zip
+    is: in memory within ``limits``, its parts told apart by content, never extracted under their names."""
+    data = path.read_bytes()
+    if not is_zip(data):
+        raise UnsupportedFormatError(f"{path.name}: not a zip archive; {ZIP_ONE_RECORD}.")
+    with record_folder(path.name) as folder:
+        record, _ = write_record([(path.name, data)], folder, limits, log)
+        return classify_record(trained, record, log=log)
+
+
 def classify_upload(parts: list[Part], model: LoadedModel, limits: Limits) -> EcgPrediction:
     """Every beat of the uploaded record classified, and its strip plot drawn."""
     trained = single_beat_model(model)
     start, notes = time.perf_counter(), []
-    with tempfile.TemporaryDirectory(prefix="medsight-ecg-") as tmp:
-        folder = Path(tmp)
-        try:
-            path, form = write_record(parts, folder, limits, notes.append)
-            preprocess_ms, start = elapsed_ms(start), time.perf_counter()
-            prediction = classify_record(trained, path, log=notes.append)
-            inference_ms, start = elapsed_ms(start), time.perf_counter()
-            strip = plot_record(prediction, trained.info["ecg"]["settings"], folder / "strip.png")
-            strip_png = strip.read_bytes()
-        except MedsightError as err:  # say what was wrong, never where our temporary folder is
-            raise type(err)(str(err).replace(f"{folder}/", "").replace(str(folder), "the upload")) from None
+    with record_folder() as folder:
+        path, form = write_record(parts, folder, limits, notes.append)
+        preprocess_ms, start = elapsed_ms(start), time.perf_counter()
+        prediction = classify_record(trained, path, log=notes.append)
+        inference_ms, start = elapsed_ms(start), time.perf_counter()
+        strip = plot_record(prediction, trained.info["ecg"]["settings"], folder / "strip.png")
+        strip_png = strip.read_bytes()
     classes = list(model.classes)
     digest = hashlib.sha256(b"".join(hashlib.sha256(data).digest() for _, data in parts)).hexdigest()
     return EcgPrediction(
