@@ -24,13 +24,15 @@ from medsight.data.registry import load_dataset
 from medsight.errors import BadInputError
 from medsight.explain import explain
 from medsight.explain.served import predict_and_gradcam, weighted_maps
+from medsight.models.cnn import CompactResNet
+from medsight.models.registry import MODELS, build_model, has_class_map_head
 from medsight.optimize import predictors
 from medsight.optimize.ensemble import ENSEMBLE_FILE, load_ensemble, make_ensemble
 from medsight.optimize.export import export_run
 from medsight.predict.infer import infer
 from medsight.predict.loaded import ENSEMBLE_FILE as SERVED_ENSEMBLE_FILE
 from medsight.predict.loaded import load_model
-from medsight.predict.registration import register_run
+from medsight.predict.registration import build_card, register_run
 from medsight.serve import create_app
 from medsight.store import Role, Store, add_user, create_token
 from medsight.train.inference import load_trained_model
@@ -102,6 +104,25 @@ def test_a_class_map_graph_that_differs_from_the_eager_model_is_not_used(
     monkeypatch.setattr(class_maps, "_onnx_bytes", perturbed)
     assert class_maps.class_map_pass(trained.model, trained.spec) is None
     assert class_maps.class_map_pass(torch.nn.Linear(2, 2), trained.spec) is None  # no such head
+
+
+SIGNAL_MODELS = {"cnn1d", "lstm", "gru", "cnn-gru"}  # 1D only
+
+
+def test_the_card_and_the_server_both_read_the_class_map_head_from_the_model_class(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in MODELS:
+        options = {"tabular_features": 3} if name == "fusion" else {}
+        built = build_model(name, 1 if name in SIGNAL_MODELS else 2, 1, 2, **options)
+        assert has_class_map_head(name) == hasattr(built, "logits_and_class_maps"), name
+    assert has_class_map_head("compact-resnet") and not has_class_map_head("no-such-model")
+    assert "one ONNX Runtime pass" in build_card(run_dir, None, None)["serving_variant"]
+    assert load_model(run_dir, "lesions", "1").class_maps is not None
+
+    monkeypatch.delattr(CompactResNet, "logits_and_class_maps")  # as an architecture without the head
+    assert "one ONNX Runtime pass" not in build_card(run_dir, None, None)["serving_variant"]
+    assert load_model(run_dir, "lesions", "1").class_maps is None
 
 
 def test_the_serving_variant_loads_on_the_first_request_that_uses_it(

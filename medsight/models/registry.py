@@ -14,10 +14,6 @@ from medsight.models.sequence import BeatCNN, ConvRecurrent, gru, lstm
 from medsight.models.unet import basic_unet, unet
 
 
-def _compact(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
-    return CompactResNet(spatial_dims, in_channels, num_classes, **options)
-
-
 def _monai_resnet(depth: int) -> Callable[..., nn.Module]:
     def build(spatial_dims: int, in_channels: int, num_classes: int, **options: Any) -> nn.Module:
         from monai.networks.nets import resnet
@@ -40,7 +36,7 @@ def _monai_densenet(spatial_dims: int, in_channels: int, num_classes: int, **opt
 
 
 MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
-    "compact-resnet": (_compact, "compact residual CNN (ours), fast on CPU; the default"),
+    "compact-resnet": (CompactResNet, "compact residual CNN (ours), fast on CPU; the default"),
     "resnet10": (_monai_resnet(10), "MONAI ResNet-10 (He et al. 2016), small-image stem"),
     "resnet18": (_monai_resnet(18), "MONAI ResNet-18 (He et al. 2016), small-image stem"),
     "densenet121": (_monai_densenet, "MONAI DenseNet-121 (Huang et al. 2017); needs images of 64 px or more"),
@@ -52,9 +48,17 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "cnn-gru": (ConvRecurrent, "1D convolutions then a bidirectional GRU (Oh et al. 2018)"),
     "fusion": (FusionNet, "image + tabular features (feature-level or late fusion), one head per label"),
 }
-# Heads of average pooling and one linear layer, whose forward pass gives Grad-CAM's class maps as well
-# (``logits_and_class_maps``): served with a heatmap in one ONNX Runtime pass (``optimize.class_maps``).
-CLASS_MAP_HEADS = frozenset({"compact-resnet"})
+
+
+def has_class_map_head(name: str) -> bool:
+    """Whether architecture ``name`` ends in average pooling and one linear layer, whose forward pass gives
+    Grad-CAM's class maps as well: served with a heatmap in one ONNX Runtime pass (``optimize.class_maps``).
+
+    Read from the class (no weights loaded), as the server reads the loaded model: the
+    ``logits_and_class_maps`` method is the one place that says so, so a new architecture with such a
+    head needs only that method (and its class, not a builder function, as its registry entry)."""
+    builder = MODELS[name][0] if name in MODELS else None
+    return hasattr(builder, "logits_and_class_maps")
 
 
 def build_model(

@@ -191,6 +191,7 @@ def load_model(run_dir: Path, name: str, version: str) -> LoadedModel:
 
 def _class_map_pass(trained: TrainedModel) -> Any:
     """Heatmap requests (most of them) run on this pass when the model has the head it needs."""
+    # the test ``models.registry.has_class_map_head`` makes for the model card, here on the loaded model
     if not hasattr(trained.model, "logits_and_class_maps"):
         return None  # no need to load the exporter
     import torch

@@ -124,7 +124,7 @@ def _ensemble_config(run_dir: Path, settings: dict[str, Any]) -> tuple[dict[str,
 
 def _serving_variant(run_dir: Path, architecture: dict[str, Any], task: str) -> str:
     """The variant ``serving.json`` names, and which pass answers a request with a Grad-CAM heatmap."""
-    from medsight.models.registry import CLASS_MAP_HEADS
+    from medsight.models.registry import has_class_map_head
 
     if (run_dir / ENSEMBLE_FILE).is_file():
         return f"{architecture['model']} (each member eager)"
@@ -132,7 +132,7 @@ def _serving_variant(run_dir: Path, architecture: dict[str, Any], task: str) -> 
     variant = json.loads(serving.read_text()).get("variant", "eager") if serving.is_file() else "eager"
     if task != "classification":
         return variant
-    if architecture.get("model") in CLASS_MAP_HEADS:
+    if has_class_map_head(str(architecture.get("model"))):
         return (
             f"{variant}; with a Grad-CAM heatmap, one ONNX Runtime pass of its logits and class maps "
             "(checked against the eager model when loaded)"
