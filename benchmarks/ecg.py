@@ -7,6 +7,13 @@ the test records are looked at once per run. Prints mean ± sd of test sensitivi
 PVCs and the per-record table, and writes them into BENCHMARKS.md.
 
     MEDSIGHT_DATA=../shared/data python benchmarks/ecg.py [--seeds 0 1 2] [--model cnn1d]
+
+To try a change without looking at the test records, register a development split of the other
+records and run on it without writing BENCHMARKS.md, e.g. with record 108 and 114 held out:
+
+    medsight data import ../shared/data/ecg/mitdb --name mitdb-dev --train-records 100,102,119,123,200 \
+        --val-records 106,121 --test-records 108,114
+    python benchmarks/ecg.py --dataset mitdb-dev --no-write
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 from benchmark_sections import add_output_options, machine, publish
 
 from medsight.data.registry import load_dataset
-from medsight.train.config import TrainConfig
+from medsight.train.config import TrainConfig, load_config
 from medsight.workflows import train_and_evaluate
 
 DATASET = "mitdb-pvc"
@@ -32,10 +39,12 @@ MARKER = "<!-- ecg-benchmark -->"
 THRESHOLD_RULE = "f1"
 
 
-def run_one(seed: int, model: str | None, epochs: int | None, workdir: Path) -> dict:
+def run_one(
+    dataset: str, seed: int, model: str | None, epochs: int | None, workdir: Path, settings: dict
+) -> dict:
     started = time.perf_counter()
-    chosen = {"model": model} if model else {}
-    config = TrainConfig(dataset=DATASET, seed=seed, threshold_rule=THRESHOLD_RULE, **chosen)
+    chosen = {"threshold_rule": THRESHOLD_RULE, **settings, **({"model": model} if model else {})}
+    config = TrainConfig(dataset=dataset, seed=seed, **chosen)
     if epochs:
         config = config.model_copy(update={"epochs": epochs})
     metrics = train_and_evaluate(config, workdir / f"ecg-seed{seed}", log=lambda _: None)
@@ -104,9 +113,14 @@ def record_table(runs: list[dict], splits: dict[str, list[str]]) -> list[str]:
     return lines
 
 
-def section(runs: list[dict], splits: dict[str, list[str]], command: str, machine: str) -> str:
+def section(
+    runs: list[dict], splits: dict[str, list[str]], command: str, machine: str, dataset: str, settings: dict
+) -> str:
+    changed = ", ".join(f"{k} {v}" for k, v in settings.items())
+    others = f"settings changed: {changed}; every other" if changed else "every other"
+    title = "MIT-BIH" if dataset == DATASET else dataset
     lines = [
-        "## ECG: PVC vs other beats, inter-patient (MIT-BIH)",
+        f"## ECG: PVC vs other beats, inter-patient ({title})",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine}",
@@ -114,7 +128,7 @@ def section(runs: list[dict], splits: dict[str, list[str]], command: str, machin
         f"Model: {runs[0]['model']}. Records (whole patients; none in two splits): "
         + "; ".join(f"{name} {', '.join(records)}" for name, records in splits.items())
         + f". Sensitivity and PPV of the PVC class at the threshold chosen on the validation records "
-        f"({THRESHOLD_RULE} rule); every other setting is medsight's default.",
+        f"({settings.get('threshold_rule', THRESHOLD_RULE)} rule); {others} setting is medsight's default.",
         "",
         *runs_table(runs),
         "",
@@ -137,22 +151,39 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--model", help="a 1D model (cnn1d, lstm, gru, cnn-gru); default: medsight's")
     parser.add_argument("--epochs", type=int, help="default: derived from the data")
+    parser.add_argument(
+        "--dataset",
+        default=DATASET,
+        help="an ECG data set: mitdb-pvc, or one imported with its own record split (development runs)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="a YAML file of training settings to try (medsight train's keys)"
+    )
     add_output_options(parser)
     args = parser.parse_args()
-    splits = load_dataset(DATASET).extra["ecg"]["records"]
+    settings = (
+        load_config(args.config, {"dataset": args.dataset}).model_dump(exclude_unset=True)
+        if args.config
+        else {}
+    )
+    settings.pop("dataset", None)
+    splits = load_dataset(args.dataset).extra["ecg"]["records"]
     runs = []
     with tempfile.TemporaryDirectory(prefix="medsight-bench-ecg-") as tmp:
         for seed in args.seeds:
-            run = run_one(seed, args.model, args.epochs, Path(tmp))
+            run = run_one(args.dataset, seed, args.model, args.epochs, Path(tmp), settings)
             print(json.dumps({k: v for k, v in run.items() if k != "per_record"}), flush=True)
             runs.append(run)
     command = "MEDSIGHT_DATA=../shared/data .venv/bin/python benchmarks/ecg.py --seeds " + " ".join(
         map(str, args.seeds)
     )
-    command += (f" --model {args.model}" if args.model else "") + (
-        f" --epochs {args.epochs}" if args.epochs else ""
+    command += (
+        (f" --dataset {args.dataset}" if args.dataset != DATASET else "")
+        + (f" --model {args.model}" if args.model else "")
+        + (f" --epochs {args.epochs}" if args.epochs else "")
+        + (f" --config {args.config}" if args.config else "")
     )
-    publish(args, section(runs, splits, command, machine()), MARKER, runs)
+    publish(args, section(runs, splits, command, machine(), args.dataset, settings), MARKER, runs)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import yaml
 
 from medsight.data.ecg import BeatSettings, beat_inputs, filter_ecg, record_beats
 from medsight.data.ecg_dataset import inter_patient_split, load_ecg_beats
-from medsight.data.registry import load_dataset
+from medsight.data.ecg_registry import import_ecg
+from medsight.data.registry import load_dataset, registry_dir
 from medsight.data.transforms import augmentation
 from medsight.errors import BadInputError, ConfigError, DataNotFoundError
 from medsight.io.ecg import open_ecg, read_beats, read_signal, stream_signal
@@ -212,6 +213,35 @@ def tiny_ecg_data(shared_data, tmp_path) -> Path:
     for record in TINY_RECORDS:
         (folder / f"{record}.npz").symlink_to(shared_data / "ecg" / "mitdb" / f"{record}.npz")
     return tmp_path / "data"
+
+
+def test_a_folder_of_records_imports_with_a_given_split_or_a_drawn_one(tiny_ecg_data, run_cli, monkeypatch):
+    monkeypatch.setenv("MEDSIGHT_DATA", str(tiny_ecg_data))
+    folder = tiny_ecg_data / "ecg" / "mitdb"
+    given = ("--train-records", "200", "--val-records", "116", "--test-records", "119")
+    imported = run_cli("data", "import", folder, "--name", "my-ecg", *given)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert "imported 'my-ecg' (ECG beats" in imported.stdout
+    dataset = load_dataset("my-ecg")  # what training, evaluation and serving read, by name
+    assert dataset.modality == "ecg" and dataset.spatial_dims == 1 and dataset.licence is None
+    assert dataset.extra["ecg"]["records"] == {"train": ["200"], "val": ["116"], "test": ["119"]}
+    assert set(dataset.splits["test"].patient_ids) == {"119"} and "records given" in dataset.source
+    import_ecg(folder, registry_dir(), name="drawn-ecg", seed=0)  # drawn as mitdb-pvc draws its own
+    assert (
+        load_dataset("drawn-ecg").extra["ecg"]["records"] == load_dataset("mitdb-pvc").extra["ecg"]["records"]
+    )
+
+    refusals = {
+        "in both train and val": {"train": ["200"], "val": ["200"], "test": ["119"]},
+        "unknown: 999": {"train": ["200", "999"], "val": ["116"], "test": ["119"]},
+        "no records for val, test": {"train": ["200"], "val": [], "test": []},
+    }
+    for message, records in refusals.items():
+        with pytest.raises(BadInputError, match=message):
+            import_ecg(folder, registry_dir(), name="bad-ecg", records=records)
+    refused = run_cli("data", "import", folder, "--name", "bad-ecg", "--size", "64")
+    assert refused.returncode != 0 and "--size: a folder of ECG records" in refused.stdout + refused.stderr
+    assert not (registry_dir() / "bad-ecg").exists()  # nothing half-registered
 
 
 def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, shared_data, tmp_path, run_cli, monkeypatch):

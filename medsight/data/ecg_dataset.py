@@ -113,9 +113,11 @@ def _split_arrays(beats: list[RecordBeats]) -> Split:
     )
 
 
-def describe_split(folder: Path, records: dict[str, list[str]], seed: int) -> str:
+def describe_split(folder: Path, records: dict[str, list[str]], seed: int | None) -> str:
+    """``seed``: the drawn split's seed; None for a split given record by record."""
     listed = "; ".join(f"{name} {', '.join(records[name])}" for name in SPLITS)
-    return f"{folder} (inter-patient split by record, seed {seed}: {listed})"
+    how = f"seed {seed}" if seed is not None else "records given"
+    return f"{folder} (inter-patient split by record, {how}: {listed})"
 
 
 def load_ecg_beats(
@@ -140,6 +142,7 @@ def load_ecg_beats(
         for h in progress_bar(headers, f"cutting beats of {len(headers)} ECG records")
     }
     burden = {r: float(b.is_pvc.mean()) if len(b) else 0.0 for r, b in beats.items()}
+    drawn = not records
     records = records or inter_patient_split(burden, seed)
     unknown = sorted(set(sum(records.values(), [])) - set(beats))
     if unknown or any(not records.get(s) for s in SPLITS):
@@ -154,7 +157,7 @@ def load_ecg_beats(
         spatial_dims=1,
         modality="ecg",
         splits=splits,
-        source=describe_split(folder, records, seed),
+        source=describe_split(folder, records, seed if drawn else None),
         licence=LICENCE,
         citation=CITATION,
         extra={

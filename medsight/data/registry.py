@@ -10,6 +10,8 @@ from medsight.data.catalogue import CITATION, MEDMNIST
 from medsight.data.dataset import SPLITS, ImageDataset, Split
 from medsight.data.ecg_dataset import NAME as ECG_PVC
 from medsight.data.ecg_dataset import ecg_records_in, load_ecg_beats
+from medsight.data.ecg_registry import KIND as ECG_KIND
+from medsight.data.ecg_registry import load_imported_ecg
 from medsight.data.ecg_rr import NAME as ECG_PVC_RR
 from medsight.data.ecg_rr import ecg_rr_dataset
 from medsight.data.npz import load_npz_dataset, read_npz_arrays
@@ -67,7 +69,7 @@ def list_datasets() -> list[DatasetEntry]:
     folder = registry_dir()
     for record_file in sorted(folder.glob("*/dataset.json")) if folder.exists() else []:
         record = json.loads(record_file.read_text())
-        referenced = record["kind"] in ("npz", "segmentation")  # files stay where they are
+        referenced = record["kind"] in ("npz", "segmentation", ECG_KIND)  # files stay where they are
         location = Path(record["source"]) if referenced else record_file.parent / "images.npz"
         entries.append(
             DatasetEntry(
@@ -129,6 +131,8 @@ def load_dataset(name: str) -> ImageDataset:
 
 
 def _load_imported(record: dict, folder: Path) -> ImageDataset:
+    if record["kind"] == ECG_KIND:
+        return load_imported_ecg(record)
     if record["kind"] == "npz":
         source = Path(record["source"])
         if not source.exists():

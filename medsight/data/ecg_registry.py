@@ -1,0 +1,108 @@
+"""Folders of ECG records registered by name: ``medsight data import FOLDER`` on WFDB or npz records.
+
+``mitdb-pvc`` reads ``$MEDSIGHT_DATA/ecg/mitdb`` and draws its own split. An imported folder is
+any folder of records (your own PhysioNet download of all 48 MIT-BIH records, say), with a split
+given record by record (e.g. de Chazal's DS1/DS2, with validation records taken from DS1) or drawn
+as ``mitdb-pvc``'s is (stratified by PVC burden, seeded). ``$MEDSIGHT_HOME/datasets/NAME/dataset.json``
+(kind "ecg") records the folder and which record went where, so that every later step (evaluate,
+explain, optimize, serve) reads the same split; the records are read in place, never copied.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from medsight.data.dataset import SPLITS, ImageDataset
+from medsight.data.ecg_dataset import describe_split, load_ecg_beats, record_files
+from medsight.data.importer import ImportReport, check_dataset_name
+from medsight.errors import BadInputError, DataNotFoundError
+
+KIND = "ecg"
+
+
+def looks_like_ecg_folder(path: Path) -> bool:
+    """A folder holding ECG records: ``*.npz`` copies or WFDB ``*.hea`` headers."""
+    return path.is_dir() and bool(record_files(path))
+
+
+def check_record_split(records: dict[str, list[str]]) -> None:
+    """Each of train, val and test names records, and no record is in two of them (inter-patient)."""
+    missing = [split for split in SPLITS if not records.get(split)]
+    if missing:
+        raise BadInputError(
+            f"the record split names no records for {', '.join(missing)}: give --train-records, "
+            "--val-records and --test-records together, or none of them for a drawn split."
+        )
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for record in records[split]:
+            if record in seen:
+                raise BadInputError(
+                    f"record {record} is in both {seen[record]} and {split}: an inter-patient split keeps "
+                    "each record (patient) in one split only."
+                )
+            seen[record] = split
+
+
+def import_ecg(
+    source: Path,
+    registry: Path,
+    *,
+    name: str,
+    records: dict[str, list[str]] | None = None,
+    seed: int = 0,
+) -> ImportReport:
+    """Cut every record's beats once (checking them), then register the folder and its split whole."""
+    check_dataset_name(name)
+    source = source.expanduser().resolve()
+    if not looks_like_ecg_folder(source):
+        raise BadInputError(
+            f"{source}: no ECG records here. Give a folder of WFDB records (*.hea with *.dat and *.atr) "
+            "or MIT-BIH *.npz copies."
+        )
+    if records is not None:
+        check_record_split(records)
+    dataset = load_ecg_beats(source, name, records=records, seed=seed)  # refuses unknown records
+    chosen = dataset.extra["ecg"]["records"]
+    unused = sorted({p.stem for p in record_files(source)} - {r for rs in chosen.values() for r in rs})
+    record = {
+        "name": name,
+        "kind": KIND,
+        "source": str(source),
+        "seed": seed if records is None else None,  # None: the split was given record by record
+        "records": chosen,  # kept, so that records added to the folder later never move a patient
+    }
+    registry.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=registry))
+    try:
+        (staging / "dataset.json").write_text(json.dumps(record, indent=2))
+        final = registry / name
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    notes = [f"records in no split (not used): {', '.join(unused)}"] if unused else []
+    return ImportReport(name, final, sum(len(s) for s in dataset.splits.values()), notes=notes)
+
+
+def load_imported_ecg(record: dict) -> ImageDataset:
+    source = Path(record["source"])
+    if not looks_like_ecg_folder(source):
+        raise DataNotFoundError(
+            f"data set '{record['name']}' reads the ECG records in {source}, which are no longer there. "
+            "Put them back or import the folder again."
+        )
+    dataset = load_ecg_beats(source, record["name"], records=record["records"])
+    # the records are the user's: MIT-BIH's licence and citation hold only for MIT-BIH's own
+    return replace(
+        dataset,
+        source=describe_split(source, record["records"], record["seed"]),
+        licence=None,
+        citation=None,
+    )
