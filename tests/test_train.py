@@ -197,3 +197,36 @@ def test_adrenalmnist3d_trains_in_3d(tmp_path):
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert recorded["fingerprint"]["spatial_dims"] == 3
     assert metrics["test"]["auc"] > 0.6
+
+
+def test_loader_workers_are_forked_only_after_garbage_is_freed(tmp_path):
+    """An ONNX Runtime session left in a reference cycle was once freed inside a forked loader worker,
+    where its thread pool does not exist, and the worker hung for good: the parent frees it first."""
+    import gc
+    import weakref
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    class Holder:  # a cycle: only the garbage collector can free what it holds
+        pass
+
+    holder = Holder()
+    holder.itself, holder.session = holder, ort.InferenceSession(model.SerializeToString())
+    freed = weakref.ref(holder)
+    del holder
+    gc.disable()  # no automatic collection: only a deliberate one frees the cycle
+    try:
+        assert freed() is not None
+        fit(synthetic_config(epochs=1, num_workers=1, augment="light"), tmp_path / "run", log=lambda _: None)
+        assert freed() is None
+    finally:
+        gc.enable()

@@ -11,6 +11,7 @@ model (by the validation metric, on the EMA weights when EMA is on) is kept in t
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import random
 import time
@@ -114,6 +115,17 @@ def default_loader_workers(config: TrainConfig, device: torch.device, cores: int
     return 1 if config.augment != "none" and device.type == "cpu" and cores >= 2 else 0
 
 
+def collect_before_fork() -> None:
+    """Free unreachable objects now, in this process, before loader workers are forked from it.
+
+    A forked worker inherits the parent's heap, garbage included, and its own garbage collector may
+    then free it: an ONNX Runtime session left in a reference cycle (by an evaluation or a benchmark
+    run earlier in the same process) was destroyed inside a worker, where its thread pool does not
+    exist, and the worker hung for good in ``pthread_cond_destroy``.
+    """
+    gc.collect()
+
+
 class Trainer:
     """Holds one run's moving parts; ``fit`` runs it to the end or to the time budget.
 
@@ -158,6 +170,8 @@ class Trainer:
         seed_everything(rank_seed)
         self.task.reseed(rank_seed)
         workers = self.loader_workers
+        if workers:
+            collect_before_fork()
         images = self.task.train_set()
         generator = torch.Generator().manual_seed(rank_seed)
         if self.world.distributed:
