@@ -322,6 +322,24 @@ def test_tiny_train_and_evaluate_on_three_records(tiny_ecg_data, shared_data, tm
     )
     assert (plots / "100_strip.png").stat().st_size > 5000
 
+    # the ensemble classifies a record's beats as its members' mean (here the run twice: the run's beats)
+    ensembled = tmp_path / "ensembled.csv"
+    by_ensemble = run_cli(
+        "predict", ensemble, annotated, "--out", ensembled, MEDSIGHT_DATA=str(tiny_ecg_data)
+    )
+    assert by_ensemble.returncode == 0, by_ensemble.stdout + by_ensemble.stderr
+    ensemble_rows = list(csv.DictReader(ensembled.open()))
+    assert [(r["time_s"], r["label"]) for r in ensemble_rows] == [
+        (r["time_s"], r["label"]) for r in from_annotations
+    ]
+    assert (
+        max(
+            abs(float(a["p_pvc"]) - float(b["p_pvc"]))
+            for a, b in zip(ensemble_rows, from_annotations, strict=True)
+        )
+        < 1e-5
+    )
+
 
 @pytest.mark.slow
 def test_recurrent_model_exports_to_onnx_and_quantizes_dynamically(tmp_path):

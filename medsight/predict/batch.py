@@ -26,8 +26,7 @@ from medsight.predict.series_folders import FolderSeries, find_series, input_fil
 from medsight.progress import progress_bar
 
 if TYPE_CHECKING:  # imported when an ECG model is used: image predictions need not load wfdb
-    from medsight.predict.ecg import RecordPrediction
-    from medsight.train.inference import TrainedModel
+    from medsight.predict.ecg import BeatModel, RecordPrediction
 
 Row = dict[str, str]
 Log = Callable[[str], None]
@@ -210,7 +209,7 @@ def ecg_records(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     return sorted(records), [f for f in files if f.suffix not in ECG_SUFFIXES]
 
 
-def _classify_record(trained: TrainedModel, record: Path, limits: Limits, log: Log) -> RecordPrediction:
+def _classify_record(trained: BeatModel, record: Path, limits: Limits, log: Log) -> RecordPrediction:
     """A record's beats; a ``.zip`` read as ``POST /api/predict`` reads one (in memory, within ``limits``)."""
     from medsight.predict.ecg import classify_record
     from medsight.predict.served_ecg import classify_zip
@@ -225,9 +224,9 @@ def classify_records(
 ) -> list[Row]:
     """A row per beat of each record (a ``.zip`` read within ``limits``); a strip plot per record into
     ``plots``."""
-    from medsight.predict.ecg import plot_record, single_beat_model
+    from medsight.predict.ecg import beat_model, plot_record
 
-    trained = single_beat_model(model)
+    trained = beat_model(model)
     records, others = ecg_records(files)
     base = _base(BEAT_FIELDS, model)
     rows = [

@@ -61,18 +61,43 @@ class RecordPrediction:
         ]
 
 
-def is_beat_model(trained: TrainedModel) -> bool:
+def is_beat_model(trained: BeatModel) -> bool:
     return "ecg" in trained.info
 
 
-def single_beat_model(model: LoadedModel) -> TrainedModel:
-    """The one run of a served beat model (ensembles of beat models do not predict on records)."""
-    if model.is_ensemble:
-        raise PredictInputError("ensembles of ECG beat models cannot predict on records yet; use one run.")
-    return model.trained
+@dataclass
+class BeatEnsemble:
+    """An ensemble of beat models seen as one: the members' weighted mean at the ensemble's own threshold."""
+
+    members: list[TrainedModel]
+    weights: list[float]
+    threshold: float | None  # chosen on validation for the ensemble, not for any member
+
+    @property
+    def info(self) -> dict:
+        return self.members[0].info  # the beat settings, which every member shares
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        return sum(w * m.predict_images(images) for w, m in zip(self.weights, self.members, strict=True))
 
 
-def classify_record(trained: TrainedModel, path: Path, *, log: Log = print) -> RecordPrediction:
+BeatModel = TrainedModel | BeatEnsemble
+
+
+def beat_model(model: LoadedModel) -> BeatModel:
+    """What classifies a record's beats: the run, or an ensemble whose members cut beats alike."""
+    if not model.is_ensemble:
+        return model.trained
+    settings = [member.info.get("ecg", {}).get("settings") for member in model.members]
+    if any(s != settings[0] for s in settings[1:]):
+        raise PredictInputError(
+            "the ensemble's members cut ECG beats differently (window, rate or filters), so no beat can be "
+            "given to all of them; ensemble beat models trained with the same beat settings."
+        )
+    return BeatEnsemble(model.members, model.weights, model.threshold)
+
+
+def classify_record(trained: BeatModel, path: Path, *, log: Log = print) -> RecordPrediction:
     """Every beat of the record at ``path`` (``x.npz``, or WFDB ``x``/``x.hea``) classified."""
     if not is_beat_model(trained):
         raise BadInputError("this model does not classify ECG beats; give it images.")

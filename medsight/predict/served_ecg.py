@@ -28,12 +28,11 @@ import numpy as np
 from medsight.errors import MedsightError
 from medsight.io.ecg import BEAT_SYMBOLS
 from medsight.predict.decode import Limits, check_size
-from medsight.predict.ecg import RecordPrediction, classify_record, plot_record, single_beat_model
+from medsight.predict.ecg import BeatModel, RecordPrediction, beat_model, classify_record, plot_record
 from medsight.predict.errors import PredictInputError, UnsupportedFormatError, UploadTooLargeError
 from medsight.predict.loaded import LoadedModel
 from medsight.predict.safe_zip import is_zip, read_members
 from medsight.predict.timing import elapsed_ms
-from medsight.train.inference import TrainedModel
 
 Part = tuple[str | None, bytes]  # (the client's file name, only for messages; the bytes)
 MAX_PARTS = 3  # header, signal, annotations
@@ -261,7 +260,7 @@ def record_folder(shown: str = "the upload") -> Iterator[Path]:
 
 
 def classify_zip(
-    trained: TrainedModel, path: Path, limits: Limits, log: Callable[[str], None]
+    trained: BeatModel, path: Path, limits: Limits, log: Callable[[str], None]
 ) -> RecordPrediction:
     """Every beat of the record zipped in ``path`` (or of the MIT-BIH npz it is), read as an uploaded zip
     is: in memory within ``limits``, its parts told apart by content, never extracted under their names."""
@@ -275,7 +274,7 @@ def classify_zip(
 
 def classify_upload(parts: list[Part], model: LoadedModel, limits: Limits) -> EcgPrediction:
     """Every beat of the uploaded record classified, and its strip plot drawn."""
-    trained = single_beat_model(model)
+    trained = beat_model(model)
     start, notes = time.perf_counter(), []
     with record_folder() as folder:
         path, form = write_record(parts, folder, limits, notes.append)
