@@ -400,3 +400,22 @@ def test_saliency_over_time_follows_the_weights_and_is_drawn_under_the_strip(sha
         header, settings, start, beats.samples, called, called, "t", tmp_path / "saliency.png", saliency
     )
     assert Image.open(under).height > Image.open(plain).height  # the saliency panel below the trace
+
+
+def test_an_ensemble_whose_members_cut_beats_differently_is_refused_for_records(tmp_path):
+    from types import SimpleNamespace
+
+    from medsight.predict.ecg import beat_model
+    from medsight.predict.errors import PredictInputError
+    from medsight.predict.loaded import LoadedModel
+
+    def member(before_s: float) -> SimpleNamespace:
+        return SimpleNamespace(info={"ecg": {"settings": BeatSettings(before_s=before_s).as_dict()}})
+
+    def ensemble(*members: SimpleNamespace) -> LoadedModel:
+        weights = [1 / len(members)] * len(members)
+        return LoadedModel("beats", "1", tmp_path, list(members), weights, None, False, 0.5)
+
+    assert beat_model(ensemble(member(0.25), member(0.25))).threshold == 0.5
+    with pytest.raises(PredictInputError, match="cut ECG beats differently"):
+        beat_model(ensemble(member(0.25), member(0.3)))
