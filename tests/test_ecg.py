@@ -179,6 +179,10 @@ def test_bad_leads_files_and_missing_data_set(wfdb_100, tmp_path, monkeypatch):
     np.savez(tmp_path / "bad.npz", ecg_mlii_adc=np.zeros(10, np.int16))
     with pytest.raises(BadInputError, match="missing arrays adc_gain_per_mV, fs_hz"):
         open_ecg(tmp_path / "bad.npz")
+    truncated = tmp_path / "truncated.npz"  # a copy cut short: refused in words, not with a traceback
+    truncated.write_bytes((wfdb_100.parent.parent / "mitdb" / "100.npz").read_bytes()[:3000])
+    with pytest.raises(BadInputError, match="truncated.npz: not a readable ECG npz.*copy it again"):
+        open_ecg(truncated)
     monkeypatch.setenv("MEDSIGHT_DATA", str(tmp_path))
     with pytest.raises(DataNotFoundError, match="no ECG records in .*ecg/mitdb.*set MEDSIGHT_DATA"):
         load_dataset("mitdb-pvc")

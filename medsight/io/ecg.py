@@ -120,6 +120,19 @@ def _open_npz(path: Path, lead: str) -> EcgHeader:
         raise DataNotFoundError(f"{path}: no such file.")
     if lead != "MLII":
         raise BadInputError(f"{path}: npz records hold lead MLII only, not '{lead}'.")
+    try:
+        shape, fs, gain = _npz_facts(path)
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError) as err:  # truncated or not an npz
+        raise BadInputError(
+            f"{path}: not a readable ECG npz ({type(err).__name__}); copy it again, or move it out of the folder."
+        ) from None
+    if len(shape) != 1 or fs <= 0 or gain <= 0:
+        raise BadInputError(f"{path}: expected a 1-D signal, fs_hz > 0 and adc_gain_per_mV > 0.")
+    return EcgHeader(path.stem, path, "npz", fs, int(shape[0]), "MLII", ("MLII",), gain)
+
+
+def _npz_facts(path: Path) -> tuple[tuple[int, ...], float, float]:
+    """The signal's shape (read from its header: the signal stays on disk), the rate and the ADC gain."""
     with zipfile.ZipFile(path) as archive:
         names = {n.removesuffix(".npy") for n in archive.namelist()}
         missing = [k for k in NPZ_KEYS if k not in names]
@@ -130,11 +143,8 @@ def _open_npz(path: Path, lead: str) -> EcgHeader:
             )
         with archive.open(f"{NPZ_SIGNAL}.npy") as member:
             shape, _, _ = _npy_header(member)
-    with np.load(path) as arrays:  # the small scalars only; the signal stays on disk
-        fs, gain = float(arrays["fs_hz"]), float(arrays["adc_gain_per_mV"])
-    if len(shape) != 1 or fs <= 0 or gain <= 0:
-        raise BadInputError(f"{path}: expected a 1-D signal, fs_hz > 0 and adc_gain_per_mV > 0.")
-    return EcgHeader(path.stem, path, "npz", fs, int(shape[0]), "MLII", ("MLII",), gain)
+    with np.load(path) as arrays:  # the small scalars only
+        return shape, float(arrays["fs_hz"]), float(arrays["adc_gain_per_mV"])
 
 
 def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
