@@ -183,6 +183,10 @@ def test_bad_leads_files_and_missing_data_set(wfdb_100, tmp_path, monkeypatch):
     truncated.write_bytes((wfdb_100.parent.parent / "mitdb" / "100.npz").read_bytes()[:3000])
     with pytest.raises(BadInputError, match="truncated.npz: not a readable ECG npz.*copy it again"):
         open_ecg(truncated)
+    short = _copy_record(wfdb_100, tmp_path / "short", parts=(".hea", ".dat", ".atr"))
+    short.with_suffix(".dat").write_bytes(wfdb_100.with_suffix(".dat").read_bytes()[:100_000])
+    with pytest.raises(BadInputError, match="100.dat holds 100000 bytes, but the header declares 1950000"):
+        open_ecg(short)
     monkeypatch.setenv("MEDSIGHT_DATA", str(tmp_path))
     with pytest.raises(DataNotFoundError, match="no ECG records in .*ecg/mitdb.*set MEDSIGHT_DATA"):
         load_dataset("mitdb-pvc")

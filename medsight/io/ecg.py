@@ -86,6 +86,21 @@ class SignalChunk:
 # --------------------------------------------------------------------------- opening
 
 
+# bytes per sample of the WFDB signal formats (PhysioNet's "signal" man page)
+FORMAT_BYTES = {
+    "8": 1,
+    "16": 2,
+    "61": 2,
+    "80": 1,
+    "160": 2,
+    "212": 1.5,
+    "310": 4 / 3,
+    "311": 4 / 3,
+    "24": 3,
+    "32": 4,
+}
+
+
 def open_ecg(path: str | Path, lead: str = "MLII") -> EcgHeader:
     """The header of an ECG record: ``x.npz``, or a WFDB record given as ``x``, ``x.hea`` or ``x.dat``."""
     path = Path(path)
@@ -106,6 +121,7 @@ def _open_wfdb(record: Path, lead: str) -> EcgHeader:
         header = wfdb.rdheader(str(record))
     except Exception as err:  # wfdb raises plain Exceptions for malformed headers
         raise BadInputError(f"{record}.hea: not a readable WFDB header ({err}).") from err
+    _check_signal_files(record, header)
     leads = tuple(header.sig_name or ())
     if lead not in leads:
         raise BadInputError(
@@ -113,6 +129,26 @@ def _open_wfdb(record: Path, lead: str) -> EcgHeader:
             "choose one of those with lead=..."
         )
     return EcgHeader(record.name, record, "wfdb", float(header.fs), int(header.sig_len), lead, leads)
+
+
+def _check_signal_files(record: Path, header) -> None:  # noqa: ANN001 - a wfdb Record
+    """Each signal file holds the bytes its header declares: a truncated copy is refused by name, where the
+    reader would fail with a broadcasting error or read a shorter record without a word."""
+    per_file: dict[str, float] = {}
+    for name, fmt, offset in zip(
+        header.file_name or [], header.fmt or [], header.byte_offset or [], strict=False
+    ):
+        if fmt not in FORMAT_BYTES or offset:
+            return  # a format or layout whose size is not checked here; wfdb reads it as it can
+        per_file[name] = per_file.get(name, 0) + FORMAT_BYTES[fmt]
+    for name, per_sample in per_file.items():
+        path, expected = record.parent / name, math.ceil(header.sig_len * per_sample)
+        found = path.stat().st_size if path.is_file() else 0
+        if found < expected:
+            raise BadInputError(
+                f"{record}: its signal file {name} holds {found} bytes, but the header declares {expected} "
+                f"({header.sig_len} samples); copy the record again."
+            )
 
 
 def _open_npz(path: Path, lead: str) -> EcgHeader:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from medsight.errors import MedsightError
-from medsight.io.ecg import BEAT_SYMBOLS
+from medsight.io.ecg import BEAT_SYMBOLS, FORMAT_BYTES
 from medsight.predict.decode import Limits, check_size
 from medsight.predict.ecg import BeatModel, RecordPrediction, beat_model, classify_record, plot_record
 from medsight.predict.errors import PredictInputError, UnsupportedFormatError, UploadTooLargeError
@@ -37,19 +37,6 @@ from medsight.predict.timing import elapsed_ms
 Part = tuple[str | None, bytes]  # (the client's file name, only for messages; the bytes)
 MAX_PARTS = 3  # header, signal, annotations
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# bytes per sample of the WFDB signal formats (PhysioNet's "signal" man page)
-FORMAT_BYTES = {
-    "8": 1,
-    "16": 2,
-    "61": 2,
-    "80": 1,
-    "160": 2,
-    "212": 1.5,
-    "310": 4 / 3,
-    "311": 4 / 3,
-    "24": 3,
-    "32": 4,
-}
 NOT_A_RECORD = (
     "not an ECG record; send a WFDB record as several 'file' parts (NAME.hea, NAME.dat, and NAME.atr when "
     "it has beat annotations), one .zip of those files, or one MIT-BIH .npz file."
