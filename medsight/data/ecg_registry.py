@@ -10,15 +10,12 @@ explain, optimize, serve) reads the same split; the records are read in place, n
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from medsight.data.dataset import SPLITS, ImageDataset
 from medsight.data.ecg_dataset import describe_split, load_ecg_beats, record_files
-from medsight.data.importer import ImportReport, check_dataset_name
+from medsight.data.importer import ImportReport, check_dataset_name, register_record
 from medsight.errors import BadInputError, DataNotFoundError
 
 KIND = "ecg"
@@ -76,17 +73,7 @@ def import_ecg(
         "seed": seed if records is None else None,  # None: the split was given record by record
         "records": chosen,  # kept, so that records added to the folder later never move a patient
     }
-    registry.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=registry))
-    try:
-        (staging / "dataset.json").write_text(json.dumps(record, indent=2))
-        final = registry / name
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    final = register_record(registry, record)
     notes = [f"records in no split (not used): {', '.join(unused)}"] if unused else []
     return ImportReport(name, final, sum(len(s) for s in dataset.splits.values()), notes=notes)
 

@@ -132,6 +132,23 @@ def import_dataset(
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def register_record(registry: Path, record: dict) -> Path:
+    """Write ``registry/NAME/dataset.json`` for a data set whose files stay where they are, whole or not
+    at all (staged, then renamed over any older record of that name); returns the folder."""
+    registry.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{record['name']}-", dir=registry))
+    try:
+        _write_record(staging, record)
+        final = registry / record["name"]
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        return final
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def _write_record(folder: Path, record: dict) -> None:
     (folder / "dataset.json").write_text(json.dumps(record, indent=2))
 

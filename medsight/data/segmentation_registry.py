@@ -9,11 +9,9 @@ each time, so nothing is copied and the source is never modified.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from medsight.data.importer import ImportReport, check_dataset_name
+from medsight.data.importer import ImportReport, check_dataset_name, register_record
 from medsight.data.segmentation import (
     SegmentationDataset,
     is_drive_layout,
@@ -123,16 +121,5 @@ def import_segmentation(
         "seed": seed,
         "splits": {split: part.names for split, part in dataset.splits.items()},
     }
-    folder = registry_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
-    try:
-        (staging / "dataset.json").write_text(json.dumps(record, indent=2))
-        final = folder / name
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    final = register_record(registry_dir(), record)
     return ImportReport(name, final, sum(len(s) for s in dataset.splits.values()))
