@@ -413,6 +413,8 @@ def test_saliency_over_time_follows_the_weights_and_is_drawn_under_the_strip(sha
 def test_an_ensemble_whose_members_cut_beats_differently_is_refused_for_records(tmp_path):
     from types import SimpleNamespace
 
+    from medsight.data.ecg_dataset import CLASSES
+    from medsight.optimize.ensemble import Ensemble
     from medsight.predict.ecg import beat_model
     from medsight.predict.errors import PredictInputError
     from medsight.predict.loaded import LoadedModel
@@ -422,7 +424,8 @@ def test_an_ensemble_whose_members_cut_beats_differently_is_refused_for_records(
 
     def ensemble(*members: SimpleNamespace) -> LoadedModel:
         weights = [1 / len(members)] * len(members)
-        return LoadedModel("beats", "1", tmp_path, list(members), weights, None, False, 0.5)
+        served = Ensemble(list(members), [tmp_path] * len(members), weights, False, CLASSES, 0.5, "mitdb-pvc")
+        return LoadedModel("beats", "1", tmp_path, list(members), weights, served, False, 0.5)
 
     assert beat_model(ensemble(member(0.25), member(0.25))).threshold == 0.5
     with pytest.raises(PredictInputError, match="cut ECG beats differently"):

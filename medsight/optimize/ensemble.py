@@ -40,6 +40,11 @@ class Ensemble:
     threshold: float | None
     dataset: str
 
+    @property
+    def info(self) -> dict:
+        """The first member's inference info (e.g. an ECG model's beat settings, which members must share)."""
+        return self.members[0].info
+
     def predict_images(
         self,
         images: np.ndarray,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
@@ -21,7 +22,10 @@ from medsight.errors import BadInputError, DataNotFoundError
 from medsight.io.ecg import BeatAnnotations, EcgHeader, open_ecg, read_beats, stream_signal
 from medsight.predict.errors import PredictInputError
 from medsight.predict.loaded import LoadedModel
-from medsight.train.inference import TrainedModel
+
+if TYPE_CHECKING:
+    from medsight.optimize.ensemble import Ensemble
+    from medsight.train.inference import TrainedModel
 
 Log = Callable[[str], None]
 PEAK_SEARCH_S = 0.06  # a detection is moved to the largest deflection within ±60 ms: the R peak
@@ -65,23 +69,9 @@ def is_beat_model(trained: BeatModel) -> bool:
     return "ecg" in trained.info
 
 
-@dataclass
-class BeatEnsemble:
-    """An ensemble of beat models seen as one: the members' weighted mean at the ensemble's own threshold."""
-
-    members: list[TrainedModel]
-    weights: list[float]
-    threshold: float | None  # chosen on validation for the ensemble, not for any member
-
-    @property
-    def info(self) -> dict:
-        return self.members[0].info  # the beat settings, which every member shares
-
-    def predict_images(self, images: np.ndarray) -> np.ndarray:
-        return sum(w * m.predict_images(images) for w, m in zip(self.weights, self.members, strict=True))
-
-
-BeatModel = TrainedModel | BeatEnsemble
+BeatModel: TypeAlias = (
+    "TrainedModel | Ensemble"  # an ensemble answers predict_images, info and threshold as a run does
+)
 
 
 def beat_model(model: LoadedModel) -> BeatModel:
@@ -94,7 +84,7 @@ def beat_model(model: LoadedModel) -> BeatModel:
             "the ensemble's members cut ECG beats differently (window, rate or filters), so no beat can be "
             "given to all of them; ensemble beat models trained with the same beat settings."
         )
-    return BeatEnsemble(model.members, model.weights, model.threshold)
+    return model.serving  # the ensemble: the members' weighted mean at its own validation threshold
 
 
 def classify_record(trained: BeatModel, path: Path, *, log: Log = print) -> RecordPrediction:
