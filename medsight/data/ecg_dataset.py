@@ -120,6 +120,33 @@ def describe_split(folder: Path, records: dict[str, list[str]], seed: int | None
     return f"{folder} (inter-patient split by record, {how}: {listed})"
 
 
+def check_record_split(records: dict[str, list[str]], known: set[str], folder: Path) -> None:
+    """Each of train, val and test names records of ``folder``, and none is in two (inter-patient).
+
+    Checked before any beat is cut, so a typo fails at once rather than after minutes of work."""
+    missing = [split for split in SPLITS if not records.get(split)]
+    if missing:
+        raise BadInputError(
+            f"the record split names no records for {', '.join(missing)}: give records for each split "
+            "(medsight data import: --train-records, --val-records and --test-records together), or none for "
+            "a drawn split."
+        )
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        for record in records[split]:
+            if record in seen:
+                raise BadInputError(
+                    f"record {record} is in both {seen[record]} and {split}: an inter-patient split keeps "
+                    "each record (patient) in one split only."
+                )
+            seen[record] = split
+    if unknown := sorted(set(seen) - known):
+        raise BadInputError(
+            f"the record split names records that are not in {folder} (unknown: {', '.join(unknown)}); "
+            f"it holds {', '.join(sorted(known))}."
+        )
+
+
 def load_ecg_beats(
     folder: Path,
     name: str = NAME,
@@ -137,6 +164,8 @@ def load_ecg_beats(
             "(PhysioNet, mitdb), or set MEDSIGHT_DATA to the folder that holds ecg/mitdb."
         )
     headers = [open_ecg(path) for path in files]
+    if records:
+        check_record_split(records, {h.name for h in headers}, folder)
     beats = {
         h.name: cached_record_beats(h, settings, log=log)
         for h in progress_bar(headers, f"cutting beats of {len(headers)} ECG records")
@@ -144,12 +173,6 @@ def load_ecg_beats(
     burden = {r: float(b.is_pvc.mean()) if len(b) else 0.0 for r, b in beats.items()}
     drawn = not records
     records = records or inter_patient_split(burden, seed)
-    unknown = sorted(set(sum(records.values(), [])) - set(beats))
-    if unknown or any(not records.get(s) for s in SPLITS):
-        raise BadInputError(
-            f"the record split must name records of {folder} for each of {', '.join(SPLITS)} "
-            f"(unknown: {', '.join(unknown) or 'none'})."
-        )
     splits = {s: _split_arrays([beats[r] for r in records[s]]) for s in SPLITS}
     return ImageDataset(
         name=name,
