@@ -131,18 +131,23 @@ def _open_wfdb(record: Path, lead: str) -> EcgHeader:
     return EcgHeader(record.name, record, "wfdb", float(header.fs), int(header.sig_len), lead, leads)
 
 
+def declared_signal_bytes(header) -> dict[str, int] | None:  # noqa: ANN001 - a wfdb Record
+    """The bytes each signal file must hold, by file name, as the header declares them; None when a
+    format or a byte offset is not sized here."""
+    offsets = header.byte_offset or [None] * len(header.fmt or [])
+    per_file: dict[str, float] = {}
+    for name, fmt, offset in zip(header.file_name or [], header.fmt or [], offsets, strict=True):
+        if fmt not in FORMAT_BYTES or offset:
+            return None
+        per_file[name] = per_file.get(name, 0) + FORMAT_BYTES[fmt]
+    return {name: math.ceil(header.sig_len * per_sample) for name, per_sample in per_file.items()}
+
+
 def _check_signal_files(record: Path, header) -> None:  # noqa: ANN001 - a wfdb Record
     """Each signal file holds the bytes its header declares: a truncated copy is refused by name, where the
     reader would fail with a broadcasting error or read a shorter record without a word."""
-    per_file: dict[str, float] = {}
-    for name, fmt, offset in zip(
-        header.file_name or [], header.fmt or [], header.byte_offset or [], strict=False
-    ):
-        if fmt not in FORMAT_BYTES or offset:
-            return  # a format or layout whose size is not checked here; wfdb reads it as it can
-        per_file[name] = per_file.get(name, 0) + FORMAT_BYTES[fmt]
-    for name, per_sample in per_file.items():
-        path, expected = record.parent / name, math.ceil(header.sig_len * per_sample)
+    for name, expected in (declared_signal_bytes(header) or {}).items():  # unsized: wfdb reads it as it can
+        path = record.parent / name
         found = path.stat().st_size if path.is_file() else 0
         if found < expected:
             raise BadInputError(

@@ -14,7 +14,6 @@ header itself gives (checked to be plain names), and the record is then classifi
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from medsight.errors import MedsightError
-from medsight.io.ecg import BEAT_SYMBOLS, FORMAT_BYTES
+from medsight.io.ecg import BEAT_SYMBOLS, FORMAT_BYTES, declared_signal_bytes
 from medsight.predict.decode import Limits, check_size
 from medsight.predict.ecg import BeatModel, RecordPrediction, beat_model, classify_record, plot_record
 from medsight.predict.errors import PredictInputError, UnsupportedFormatError, UploadTooLargeError
@@ -92,14 +91,14 @@ def _signal_bytes(header) -> tuple[str, int]:  # noqa: ANN001 - a wfdb Record
         raise PredictInputError(
             "the header names a signal file that is not NAME.dat; send a standard record."
         )
-    unknown = sorted(set(header.fmt) - set(FORMAT_BYTES))
-    if unknown or any(header.byte_offset or []):
+    sizes = declared_signal_bytes(header)
+    if sizes is None:
+        unknown = sorted(set(header.fmt) - set(FORMAT_BYTES))
         raise PredictInputError(
             f"signal format {', '.join(unknown) or 'with a byte offset'} is not taken; convert the record to "
             "format 16 or 212 (wfdb.wrsamp)."
         )
-    per_sample = sum(FORMAT_BYTES[f] for f in header.fmt)
-    return name, math.ceil(header.sig_len * per_sample)
+    return name, sizes[name]
 
 
 def _write_wfdb(parts: list[Part], header_index: int, header, folder: Path) -> Path:  # noqa: ANN001
