@@ -28,6 +28,7 @@ from medsight.evaluate import (
     rank_auc,
     write_report,
 )
+from medsight.train.config import load_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -172,6 +173,29 @@ def test_choose_threshold_is_optimal_over_all_operating_points(rule: str, key: s
     slack = 0.5 / min(np.sum(labels == 1), np.sum(labels == 0)) if rule == "youden" else 1e-12
     for other in np.append(np.unique(scores), 1.0):
         assert best >= binary_metrics(labels, scores, float(other))[key] - slack
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.97, 1.0 - 1e-9])
+def test_sensitivity_rule_is_the_most_specific_threshold_that_finds_the_target(target: float) -> None:
+    labels, probs = _synthetic_binary(300, seed=2, separation=1.0)
+    scores = probs[:, 1]
+    threshold = choose_threshold(labels, scores, rule=f"sensitivity:{target}")
+    m = binary_metrics(labels, scores, threshold)
+    assert m["sensitivity"] >= target
+    # a higher threshold that changes any prediction (the lowest score above it is still called positive)
+    # finds fewer positives than the target: no more specific threshold would have done
+    for other in np.unique(scores[scores > threshold])[1:]:
+        assert binary_metrics(labels, scores, float(other))["sensitivity"] < target
+
+
+@pytest.mark.parametrize(
+    "rule", ["sensitivity", "sensitivity:", "sensitivity:1", "sensitivity:0", "sens:0.9"]
+)
+def test_sensitivity_rule_needs_a_target_inside_0_1(rule: str) -> None:
+    with pytest.raises(ConfigError, match=r"sensitivity:<target>.*0\.97"):
+        choose_threshold(HAND_LABELS, HAND_SCORES, rule=rule)
+    with pytest.raises(ConfigError, match="threshold_rule"):
+        load_config(None, {"dataset": "x", "threshold_rule": rule})
 
 
 def test_choose_threshold_edge_cases() -> None:

@@ -20,7 +20,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 from medsight.errors import BadInputError, ConfigError
 
-THRESHOLD_RULES = ("youden", "accuracy", "f1")
+THRESHOLD_RULES = ("youden", "accuracy", "f1", "sensitivity:<target>")
 BINARY_CI_KEYS = ("auc", "acc", "sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy")
 MULTICLASS_CI_KEYS = ("auc", "acc", "balanced_accuracy")
 # A bootstrap CI of a metric undefined in more than this share of resamples would describe a
@@ -127,22 +127,47 @@ def _rule_values(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
     return 2 * tp / np.maximum(2 * tp + fp + fn, 1)  # f1
 
 
+def sensitivity_target(rule: str) -> float | None:
+    """The target of a ``sensitivity:<target>`` rule (e.g. "sensitivity:0.97"); None for other rules.
+
+    Raises ConfigError for any rule that is not one of ``THRESHOLD_RULES``."""
+    if rule in THRESHOLD_RULES[:-1]:
+        return None
+    name, _, value = rule.partition(":")
+    try:
+        target = float(value) if name == "sensitivity" else math.nan
+    except ValueError:
+        target = math.nan
+    if not 0 < target < 1:
+        raise ConfigError(
+            f"unknown threshold rule {rule!r}; valid rules are: youden, accuracy, f1, or sensitivity:<target> "
+            "with a target between 0 and 1 (e.g. sensitivity:0.97)"
+        )
+    return target
+
+
 def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: str = "youden") -> float:
     """Operating threshold that maximises ``rule`` on *validation* labels/scores.
 
     Rules: "youden" (sensitivity + specificity - 1, prevalence-independent; the default),
-    "accuracy", "f1". Among equally good thresholds the one nearest 0.5 wins. For Youden's J,
-    "equally good" means within one case of the rarer class (1 / its count): on a small validation
-    split thresholds closer than that cannot be told apart, and a near-perfect validation ROC would
-    otherwise pull the threshold to an extreme that does not carry over to new patients. Returns a
-    float strictly inside (0, 1); 0.5 when the labels hold a single class (nothing to trade off).
+    "accuracy", "f1", and "sensitivity:<target>": the highest threshold that still finds ``target``
+    of the validation positives, i.e. the most specific operating point at a chosen sensitivity (a
+    screening target set with a margin, e.g. 0.97 for a required 0.95). Among equally good thresholds
+    the one nearest 0.5 wins. For Youden's J, "equally good" means within one case of the rarer class
+    (1 / its count): on a small validation split thresholds closer than that cannot be told apart, and
+    a near-perfect validation ROC would otherwise pull the threshold to an extreme that does not carry
+    over to new patients. Returns a float strictly inside (0, 1); 0.5 when the labels hold a single
+    class (nothing to trade off).
     """
-    if rule not in THRESHOLD_RULES:
-        raise ConfigError(f"unknown threshold rule {rule!r}; valid rules are: {', '.join(THRESHOLD_RULES)}")
+    target = sensitivity_target(rule)
     labels, scores = _check_binary(labels, scores)
     if np.unique(labels).size < 2:
         return 0.5
     thresholds = _threshold_candidates(scores)
+    if target is not None:
+        positives = np.sort(scores[labels == 1])
+        found = (positives.size - np.searchsorted(positives, thresholds, side="left")) / positives.size
+        return float(thresholds[found >= target - 1e-12].max())  # the lowest candidate finds them all
     values = _rule_values(labels, scores, thresholds, rule)
     tolerance = 1.0 / min(np.sum(labels == 1), np.sum(labels == 0)) if rule == "youden" else 1e-12
     best = values >= values.max() - tolerance

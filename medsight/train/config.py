@@ -62,7 +62,11 @@ class TrainConfig(BaseModel):
     )
     monitor: Literal["auc", "loss"] = "auc"
     # evaluation
-    threshold_rule: Literal["youden", "accuracy", "f1"] = "youden"
+    threshold_rule: str = Field(
+        "youden",
+        description="how the operating threshold is chosen on validation: youden, accuracy, f1, or "
+        "sensitivity:<target> (the most specific threshold that finds that share of positives)",
+    )
     tta: bool | None = Field(None, description="test-time flips where anatomy allows; None: from data")
     bootstrap: int = Field(1000, ge=0)
     # differential privacy (Opacus; see privacy.py): off unless dp_epsilon is set
@@ -99,6 +103,17 @@ class TrainConfig(BaseModel):
 
         if value not in (None, *INTENSITY_PRESETS):
             raise ValueError(f"choose one of {', '.join(INTENSITY_PRESETS)}")
+        return value
+
+    @field_validator("threshold_rule")
+    @classmethod
+    def _known_threshold_rule(cls, value: str) -> str:
+        from medsight.evaluate.metrics import sensitivity_target
+
+        try:
+            sensitivity_target(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
         return value
 
     def to_yaml(self) -> str:
