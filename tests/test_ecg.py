@@ -13,7 +13,15 @@ import pytest
 import torch
 import yaml
 
-from medsight.data.ecg import BeatSettings, beat_inputs, filter_ecg, record_beats
+from medsight.data.ecg import (
+    RR_CHANNELS,
+    BeatSettings,
+    RecordBeats,
+    beat_inputs,
+    filter_ecg,
+    neighbours_median,
+    record_beats,
+)
 from medsight.data.ecg_dataset import inter_patient_split, load_ecg_beats
 from medsight.data.ecg_registry import import_ecg
 from medsight.data.registry import load_dataset, registry_dir
@@ -79,11 +87,39 @@ def test_beat_windows_are_centred_on_the_r_peak(npz_100):
     settings = BeatSettings()
     peaks = np.abs(beats.windows).argmax(axis=1)
     assert np.median(np.abs(peaks - settings.before)) <= 2  # the R peak sits at the annotated sample
-    inputs = beat_inputs(beats)
-    assert inputs.shape == (len(beats), 5, settings.length) and inputs.dtype == np.float32
-    assert np.median(np.ptp(inputs[:, 0], axis=1)) == pytest.approx(1.0)  # per-record scale
-    assert np.all(np.ptp(inputs[:, 2:], axis=2) == 0)  # RR context: constant in time
-    assert np.median(inputs[:, 2, 0]) == pytest.approx(1.0, abs=0.05)  # a normal beat's RR is the local RR
+    assert beat_inputs(beats, settings).shape[1] == 5  # by default: the beat, its difference, the RR context
+    settings = BeatSettings(neighbour_beats=8)
+    inputs = beat_inputs(beats, settings)
+    assert inputs.shape == (len(beats), 8, settings.length) and inputs.dtype == np.float32
+    channel = {name: inputs[:, i] for i, name in enumerate(settings.channels)}
+    assert np.median(np.ptp(channel["ecg"], axis=1)) == pytest.approx(1.0)  # per-record scale
+    np.testing.assert_array_equal(channel["previous beat"][1:], channel["ecg"][:-1])
+    np.testing.assert_array_equal(channel["next beat"][:-1], channel["ecg"][1:])
+    rr = inputs[:, [settings.channels.index(name) for name in RR_CHANNELS]]
+    assert np.all(np.ptp(rr, axis=2) == 0)  # RR context: constant in time
+    assert np.median(rr[:, 0, 0]) == pytest.approx(1.0, abs=0.05)  # a normal beat's RR is the local RR
+
+
+def test_neighbours_median_leaves_the_beat_out_and_mirrors_at_the_ends():
+    beats = np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 4), dtype=np.float32)
+    median = neighbours_median(beats, 2)[:, 0]
+    # beat 2: beats 0, 1, 3, 4 -> 2; beat 0: 2, 1 (mirrored) and 1, 2 -> 1.5; a lone PVC is not its own template
+    np.testing.assert_allclose(median, [1.5, 1.5, 2.0, 3.0, 3.5, 3.5])
+    spike = np.zeros((9, 4), dtype=np.float32)
+    spike[4] = 5.0
+    assert np.all(neighbours_median(spike, 2)[4] == 0)
+
+
+def test_beat_settings_recorded_before_neighbour_channels_read_back_with_five_channels():
+    recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in BeatSettings().as_dict().items()}
+    del recorded["neighbour_beats"]  # what a data set recorded before the setting existed
+    legacy = BeatSettings.from_dict(recorded)
+    assert legacy.neighbour_beats == 0 and legacy.baseline_s == BeatSettings().baseline_s
+    assert legacy.channels == ("ecg", "ecg minus record median beat", *RR_CHANNELS)
+    beats = RecordBeats(
+        "r", np.ones((3, 10), np.float32), np.arange(3), np.zeros(3, bool), np.ones((3, 3)), 0
+    )
+    assert beat_inputs(beats, legacy).shape == (3, 5, 10)
 
 
 def test_inter_patient_split_keeps_records_apart_and_spreads_the_pvc_burden():
@@ -239,6 +275,23 @@ def test_a_folder_of_records_imports_with_a_given_split_or_a_drawn_one(tiny_ecg_
         load_dataset("drawn-ecg").extra["ecg"]["records"] == load_dataset("mitdb-pvc").extra["ecg"]["records"]
     )
 
+    with_neighbours = run_cli(
+        "data", "import", folder, "--name", "near-ecg", *given, "--neighbour-beats", "4"
+    )
+    assert with_neighbours.returncode == 0, with_neighbours.stdout + with_neighbours.stderr
+    near = load_dataset("near-ecg")  # the beat settings are the data set's: training and serving cut alike
+    assert near.extra["ecg"]["settings"]["neighbour_beats"] == 4
+    assert near.extra["ecg"]["channels"] == list(BeatSettings(neighbour_beats=4).channels)
+    assert near.splits["test"].images.shape[1] == 8 and dataset.splits["test"].images.shape[1] == 5
+    with pytest.raises(BadInputError, match="neighbour beats 65"):
+        import_ecg(
+            folder,
+            registry_dir(),
+            name="bad-ecg",
+            records=dataset.extra["ecg"]["records"],
+            neighbour_beats=65,
+        )
+
     refusals = {
         "in both train and val": {"train": ["200"], "val": ["200"], "test": ["119"]},
         "unknown: 999": {"train": ["200", "999"], "val": ["116"], "test": ["119"]},
@@ -379,7 +432,10 @@ def test_saliency_over_time_follows_the_weights_and_is_drawn_under_the_strip(sha
 
     header = open_ecg(shared_data / "ecg" / "mitdb" / "119.npz")  # a quarter of its beats are PVCs
     beats = record_beats(header, **QUIET)
-    inputs, labels = torch.from_numpy(beat_inputs(beats)), torch.from_numpy(beats.is_pvc.astype(np.int64))
+    inputs, labels = (
+        torch.from_numpy(beat_inputs(beats, BeatSettings())),
+        torch.from_numpy(beats.is_pvc.astype(np.int64)),
+    )
     torch.manual_seed(0)
     model = build_model("cnn1d", 1, inputs.shape[1], 2, widths=[8, 16])
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)

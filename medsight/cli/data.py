@@ -137,6 +137,13 @@ def data_import(
     test_records: Annotated[
         str | None, typer.Option(help="ECG folder: records for the one final test (e.g. DS2's)")
     ] = None,
+    neighbour_beats: Annotated[
+        int,
+        typer.Option(
+            help="ECG folder: add neighbour channels (the previous and next beat, and the beat minus the "
+            "median of this many beats each side); 0: none. See BENCHMARKS.md before turning it on"
+        ),
+    ] = 0,
 ) -> None:
     """Register your own data set; then `medsight train --dataset NAME` works. The source is never modified.
 
@@ -163,9 +170,12 @@ def data_import(
     record_flags = {f"--{split}-records": names for split, names in records.items()}
     if task is None and looks_like_ecg_folder(path.expanduser()):
         _refuse(image_flags | {"--modality": modality}, "a folder of ECG records is cut into beats as it is")
-        _import_ecg_folder(path, name, records if any(records.values()) else None, seed)
+        _import_ecg_folder(path, name, records if any(records.values()) else None, seed, neighbour_beats)
         return
-    _refuse(record_flags, "they split a folder of ECG records (WFDB or npz) by record")
+    _refuse(
+        record_flags | {"--neighbour-beats": neighbour_beats},
+        "they are for a folder of ECG records (WFDB or npz)",
+    )
     if task == "segmentation" or (task is None and looks_like_segmentation(path.expanduser())):
         _refuse(
             image_flags,
@@ -203,11 +213,15 @@ def _refuse(flags: dict, why: str) -> None:
         raise ConfigError(f"{', '.join(given)}: {why}.")
 
 
-def _import_ecg_folder(path: Path, name: str, records: dict[str, list[str]] | None, seed: int) -> None:
+def _import_ecg_folder(
+    path: Path, name: str, records: dict[str, list[str]] | None, seed: int, neighbour_beats: int
+) -> None:
     from medsight.data.ecg_registry import import_ecg
     from medsight.data.registry import registry_dir
 
-    report = import_ecg(path, registry_dir(), name=name, records=records, seed=seed)
+    report = import_ecg(
+        path, registry_dir(), name=name, records=records, seed=seed, neighbour_beats=neighbour_beats
+    )
     for note in report.notes:
         say(f"note: {note}")
     say(f"imported '{report.name}' (ECG beats, PVC vs other): {report.n_images} beats -> {report.folder}")

@@ -11,6 +11,11 @@ Mondéjar-Guerra et al., *BSPC* 2019): the beat's morphology *and* its timing.
 - Per-record normalisation: amplitudes divided by the record's median beat height (peak to
   peak), and a second channel with the record's median beat subtracted: how this beat differs
   from *this patient's* usual beat, which is what a PVC does.
+- Neighbours (``neighbour_beats``, off by default): the beat minus the median of the beats around
+  it, and the previous and next beats themselves (each window centred on its own R peak), so the
+  network compares a beat with its neighbours as a cardiologist reads a strip. On MIT-BIH records
+  held out from training it halved the false PVC alarms at a fixed sensitivity, but on mitdb-pvc's
+  test records a very noisy record (105) drew many more (BENCHMARKS.md, ECG development study).
 - RR context, one constant channel each: the RR interval before and after the beat divided by
   the local average RR (a PVC comes early and is followed by a compensatory pause), and the
   local average RR divided by the record's (heart rate changes).
@@ -34,13 +39,8 @@ from medsight.io.ecg import (
 )
 
 Log = Callable[[str], None]
-CHANNELS = (
-    "ecg",
-    "ecg minus record median beat",
-    "RR before / local RR",
-    "RR after / local RR",
-    "local RR / record RR",
-)
+RR_CHANNELS = ("RR before / local RR", "RR after / local RR", "local RR / record RR")
+NEIGHBOUR_CHANNELS = ("ecg minus neighbours' median beat", "previous beat", "next beat")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class BeatSettings:
     lowpass_hz: float = 40.0
     baseline_s: tuple[float, float] = (0.2, 0.6)
     local_beats: int = 16  # local RR: mean over this many beats each side
+    neighbour_beats: int = 0  # neighbour channels, their median beat over this many beats each side; 0: none
     chunk_seconds: float = 60.0  # streaming window: a 30-minute record is read in 30 pieces
 
     @property
@@ -71,8 +72,20 @@ class BeatSettings:
         """Context each streamed window needs: the filters' reach plus a beat window."""
         return sum(self.baseline_s) / 2 + 0.2 + max(self.before_s, self.after_s)
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The network input's channels, in order (``beat_inputs``)."""
+        neighbours = NEIGHBOUR_CHANNELS if self.neighbour_beats else ()
+        return ("ecg", "ecg minus record median beat", *neighbours, *RR_CHANNELS)
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, recorded: dict) -> BeatSettings:
+        """Settings as a data set or model recorded them (JSON turned tuples into lists; settings added
+        since are missing from older records and take their defaults, which keep the old behaviour)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
 
 
 @dataclass
@@ -182,12 +195,36 @@ def record_beats(
     )
 
 
-def beat_inputs(beats: RecordBeats) -> np.ndarray:
-    """(n, 5, L) float32 network inputs of one record, normalised by the record's own beats."""
+def beat_inputs(beats: RecordBeats, settings: BeatSettings) -> np.ndarray:
+    """(n, C, L) float32 network inputs of one record (``settings.channels``), normalised by its own beats."""
     if len(beats) == 0:
-        return np.zeros((0, len(CHANNELS), beats.windows.shape[1]), dtype=np.float32)
+        return np.zeros((0, len(settings.channels), beats.windows.shape[1]), dtype=np.float32)
     height = np.median(np.ptp(beats.windows, axis=1))
     ecg = beats.windows / max(float(height), 1e-3)  # a flat record stays flat rather than exploding
     template = np.median(ecg, axis=0)
+    channels = [ecg, ecg - template]
+    if settings.neighbour_beats:
+        channels += [ecg - neighbours_median(ecg, settings.neighbour_beats), *adjacent_beats(ecg)]
     context = np.repeat(beats.rr[:, :, None], ecg.shape[1], axis=2)
-    return np.concatenate([ecg[:, None], (ecg - template)[:, None], context], axis=1).astype(np.float32)
+    return np.concatenate([np.stack(channels, axis=1), context], axis=1).astype(np.float32)
+
+
+def neighbours_median(beats: np.ndarray, k: int) -> np.ndarray:
+    """(n, L): for each beat, the median of the ``k`` beats before and the ``k`` after it (not itself).
+
+    At a record's ends the missing neighbours are mirrored from the other side, so every beat has
+    2k of them; a record of fewer beats repeats what it has."""
+    n = len(beats)
+    order = np.arange(-k, n + k)
+    mirrored = np.abs(order)  # -1 -> 1, ...
+    mirrored = np.where(mirrored > n - 1, 2 * (n - 1) - mirrored, mirrored) if n > 1 else np.zeros_like(order)
+    padded = beats[np.clip(mirrored, 0, n - 1)]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1, axis=0)  # (n, L, 2k+1)
+    return np.median(np.delete(windows, k, axis=2), axis=2)
+
+
+def adjacent_beats(beats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The previous and the next beat of each beat; the first and last beats stand in for themselves."""
+    previous = np.concatenate([beats[:1], beats[:-1]])
+    following = np.concatenate([beats[1:], beats[-1:]])
+    return previous, following

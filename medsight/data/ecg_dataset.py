@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medsight.data.dataset import SPLITS, ImageDataset, Split
-from medsight.data.ecg import CHANNELS, BeatSettings, RecordBeats, beat_inputs, record_beats
+from medsight.data.ecg import BeatSettings, RecordBeats, beat_inputs, record_beats
 from medsight.errors import BadInputError, DataNotFoundError
 from medsight.io.ecg import EcgHeader, open_ecg
 from medsight.paths import cache_dir
@@ -104,8 +104,8 @@ def cached_record_beats(header: EcgHeader, settings: BeatSettings, log: Log = pr
     return beats
 
 
-def _split_arrays(beats: list[RecordBeats]) -> Split:
-    inputs = [beat_inputs(b) for b in beats]
+def _split_arrays(beats: list[RecordBeats], settings: BeatSettings) -> Split:
+    inputs = [beat_inputs(b, settings) for b in beats]
     return Split(
         np.concatenate(inputs),
         np.concatenate([b.is_pvc for b in beats]).astype(np.int64),
@@ -173,7 +173,7 @@ def load_ecg_beats(
     burden = {r: float(b.is_pvc.mean()) if len(b) else 0.0 for r, b in beats.items()}
     drawn = not records
     records = records or inter_patient_split(burden, seed)
-    splits = {s: _split_arrays([beats[r] for r in records[s]]) for s in SPLITS}
+    splits = {s: _split_arrays([beats[r] for r in records[s]], settings) for s in SPLITS}
     return ImageDataset(
         name=name,
         classes=list(CLASSES),
@@ -186,7 +186,7 @@ def load_ecg_beats(
         extra={
             "ecg": {
                 "settings": settings.as_dict(),
-                "channels": list(CHANNELS),
+                "channels": list(settings.channels),
                 "records": records,
                 "record_paths": {h.name: str(h.path) for h in headers},
                 "pvc_burden": burden,

@@ -6,6 +6,7 @@ given record by record (e.g. de Chazal's DS1/DS2, with validation records taken 
 as ``mitdb-pvc``'s is (stratified by PVC burden, seeded). ``$MEDSIGHT_HOME/datasets/NAME/dataset.json``
 (kind "ecg") records the folder and which record went where, so that every later step (evaluate,
 explain, optimize, serve) reads the same split; the records are read in place, never copied.
+It also records how beats are cut where that differs from the default (``neighbour_beats``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from medsight.data.dataset import ImageDataset
+from medsight.data.ecg import BeatSettings
 from medsight.data.ecg_dataset import describe_split, load_ecg_beats, record_files
 from medsight.data.importer import ImportReport, check_dataset_name, register_record
 from medsight.errors import BadInputError, DataNotFoundError
 
 KIND = "ecg"
+MAX_NEIGHBOUR_BEATS = 64
 
 
 def looks_like_ecg_folder(path: Path) -> bool:
@@ -33,16 +36,28 @@ def import_ecg(
     name: str,
     records: dict[str, list[str]] | None = None,
     seed: int = 0,
+    neighbour_beats: int = 0,
 ) -> ImportReport:
-    """Cut every record's beats once (checking them), then register the folder and its split whole."""
+    """Cut every record's beats once (checking them), then register the folder and its split whole.
+
+    ``neighbour_beats``: add the neighbour channels (``medsight.data.ecg``) over this many beats each side.
+    """
     check_dataset_name(name)
+    if not 0 <= neighbour_beats <= MAX_NEIGHBOUR_BEATS:
+        raise BadInputError(
+            f"neighbour beats {neighbour_beats}: give 0 (no neighbour channels) to {MAX_NEIGHBOUR_BEATS} "
+            "beats each side (8 is about 13 s of a normal rhythm)."
+        )
     source = source.expanduser().resolve()
     if not looks_like_ecg_folder(source):
         raise BadInputError(
             f"{source}: no ECG records here. Give a folder of WFDB records (*.hea with *.dat and *.atr) "
             "or MIT-BIH *.npz copies."
         )
-    dataset = load_ecg_beats(source, name, records=records, seed=seed)  # refuses a split that mixes patients
+    beat_settings = {"neighbour_beats": neighbour_beats} if neighbour_beats else {}
+    settings = BeatSettings(**beat_settings)
+    # refuses a split that mixes patients
+    dataset = load_ecg_beats(source, name, settings=settings, records=records, seed=seed)
     chosen = dataset.extra["ecg"]["records"]
     unused = sorted({p.stem for p in record_files(source)} - {r for rs in chosen.values() for r in rs})
     record = {
@@ -51,6 +66,7 @@ def import_ecg(
         "source": str(source),
         "seed": seed if records is None else None,  # None: the split was given record by record
         "records": chosen,  # kept, so that records added to the folder later never move a patient
+        "beat_settings": beat_settings,  # only what differs from the defaults
     }
     final = register_record(registry, record)
     notes = [f"records in no split (not used): {', '.join(unused)}"] if unused else []
@@ -64,7 +80,8 @@ def load_imported_ecg(record: dict) -> ImageDataset:
             f"data set '{record['name']}' reads the ECG records in {source}, which are no longer there. "
             "Put them back or import the folder again."
         )
-    dataset = load_ecg_beats(source, record["name"], records=record["records"])
+    settings = BeatSettings(**record.get("beat_settings", {}))
+    dataset = load_ecg_beats(source, record["name"], settings=settings, records=record["records"])
     # the records are the user's: MIT-BIH's licence and citation hold only for MIT-BIH's own
     return replace(
         dataset,

@@ -169,7 +169,7 @@ def strip_view(
 ) -> StripView:
     """The record with most PVCs (or ``record``), at its busiest 10 s of PVCs and errors."""
     info = dataset.extra["ecg"]
-    settings = BeatSettings(**{**info["settings"], "baseline_s": tuple(info["settings"]["baseline_s"])})
+    settings = BeatSettings.from_dict(info["settings"])
     split_data = dataset.splits[split]
     records = split_data.patient_ids
     labels, samples = split_data.labels, info["beat_samples"][split]

@@ -81,7 +81,7 @@ def beat_model(model: LoadedModel) -> BeatModel:
     settings = [member.info.get("ecg", {}).get("settings") for member in model.members]
     if any(s != settings[0] for s in settings[1:]):
         raise PredictInputError(
-            "the ensemble's members cut ECG beats differently (window, rate or filters), so no beat can be "
+            "the ensemble's members cut ECG beats differently (window, rate, filters or neighbour channels), so no beat can be "
             "given to all of them; ensemble beat models trained with the same beat settings."
         )
     return model.serving  # the ensemble: the members' weighted mean at its own validation threshold
@@ -91,7 +91,7 @@ def classify_record(trained: BeatModel, path: Path, *, log: Log = print) -> Reco
     """Every beat of the record at ``path`` (``x.npz``, or WFDB ``x``/``x.hea``) classified."""
     if not is_beat_model(trained):
         raise BadInputError("this model does not classify ECG beats; give it images.")
-    settings = BeatSettings(**_settings(trained.info["ecg"]["settings"]))
+    settings = BeatSettings.from_dict(trained.info["ecg"]["settings"])
     header = open_ecg(path)
     try:
         reference, beats_from = read_beats(header), "annotations"
@@ -101,12 +101,8 @@ def classify_record(trained: BeatModel, path: Path, *, log: Log = print) -> Reco
     if len(beats) == 0:
         raise BadInputError(f"{path}: no whole beat found in this record; is it an ECG lead?")
     threshold = 0.5 if trained.threshold is None else trained.threshold
-    probs = trained.predict_images(beat_inputs(beats))
+    probs = trained.predict_images(beat_inputs(beats, settings))
     return RecordPrediction(header, settings.fs, beats, probs[:, 1], threshold, beats_from)
-
-
-def _settings(recorded: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
 
 
 def detect_beats(header: EcgHeader, settings: BeatSettings, *, log: Log = print) -> BeatAnnotations:
@@ -143,7 +139,7 @@ def plot_record(prediction: RecordPrediction, settings: dict, path: Path) -> Pat
     title = f"record {header.name}: beats called by the model (beats from {prediction.beats_from})"
     return draw_strip(
         header,
-        BeatSettings(**_settings(settings)),
+        BeatSettings.from_dict(settings),
         start,
         beats,
         prediction.is_pvc,
