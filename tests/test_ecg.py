@@ -302,6 +302,11 @@ def test_a_folder_of_records_imports_with_a_given_split_or_a_drawn_one(tiny_ecg_
             import_ecg(folder, registry_dir(), name="bad-ecg", records=records)
     refused = run_cli("data", "import", folder, "--name", "bad-ecg", "--size", "64")
     assert refused.returncode != 0 and "--size: a folder of ECG records" in refused.stdout + refused.stderr
+    refused = run_cli("data", "import", folder, "--name", "bad-ecg", *given, "--seed", "3")
+    assert (
+        refused.returncode != 0
+        and "--seed: the split is given record by record" in refused.stdout + refused.stderr
+    )
     assert not (registry_dir() / "bad-ecg").exists()  # nothing half-registered
 
 
@@ -475,8 +480,11 @@ def test_an_ensemble_whose_members_cut_beats_differently_is_refused_for_records(
     from medsight.predict.errors import PredictInputError
     from medsight.predict.loaded import LoadedModel
 
-    def member(before_s: float) -> SimpleNamespace:
-        return SimpleNamespace(info={"ecg": {"settings": BeatSettings(before_s=before_s).as_dict()}})
+    def member(before_s: float, **recorded) -> SimpleNamespace:
+        settings = {**BeatSettings(before_s=before_s).as_dict(), **recorded}
+        return SimpleNamespace(
+            info={"ecg": {"settings": {k: v for k, v in settings.items() if v is not None}}}
+        )
 
     def ensemble(*members: SimpleNamespace) -> LoadedModel:
         weights = [1 / len(members)] * len(members)
@@ -484,5 +492,8 @@ def test_an_ensemble_whose_members_cut_beats_differently_is_refused_for_records(
         return LoadedModel("beats", "1", tmp_path, list(members), weights, served, False, 0.5)
 
     assert beat_model(ensemble(member(0.25), member(0.25))).threshold == 0.5
-    with pytest.raises(PredictInputError, match="cut ECG beats differently"):
-        beat_model(ensemble(member(0.25), member(0.3)))
+    # recorded before neighbour channels existed: the same beats as today's default
+    assert beat_model(ensemble(member(0.25), member(0.25, neighbour_beats=None))).threshold == 0.5
+    for other in (member(0.3), member(0.25, neighbour_beats=8)):
+        with pytest.raises(PredictInputError, match="cut ECG beats differently"):
+            beat_model(ensemble(member(0.25), other))

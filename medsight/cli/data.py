@@ -103,7 +103,7 @@ def data_import(
         str | None,
         typer.Option(help="xray, ct, mr, ultrasound, pathology, ... (default: from DICOM headers)"),
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the patient-level split")] = 0,
+    seed: Annotated[int | None, typer.Option(help="seed of the patient-level split (default 0)")] = None,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="import the readable images, list the rest")
     ] = False,
@@ -170,8 +170,12 @@ def data_import(
     record_flags = {f"--{split}-records": names for split, names in records.items()}
     if task is None and looks_like_ecg_folder(path.expanduser()):
         _refuse(image_flags | {"--modality": modality}, "a folder of ECG records is cut into beats as it is")
-        _import_ecg_folder(path, name, records if any(records.values()) else None, seed, neighbour_beats)
+        given = any(records.values())
+        if given:
+            _refuse({"--seed": seed is not None}, "the split is given record by record, so nothing is drawn")
+        _import_ecg_folder(path, name, records if given else None, seed or 0, neighbour_beats)
         return
+    seed = seed or 0
     _refuse(
         record_flags | {"--neighbour-beats": neighbour_beats},
         "they are for a folder of ECG records (WFDB or npz)",

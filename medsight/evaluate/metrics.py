@@ -20,7 +20,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, r
 
 from medsight.errors import BadInputError, ConfigError
 
-THRESHOLD_RULES = ("youden", "accuracy", "f1", "sensitivity:<target>")
+NAMED_RULES = ("youden", "accuracy", "f1")
+THRESHOLD_RULES = (*NAMED_RULES, "sensitivity:<target>")
 BINARY_CI_KEYS = ("auc", "acc", "sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy")
 MULTICLASS_CI_KEYS = ("auc", "acc", "balanced_accuracy")
 # A bootstrap CI of a metric undefined in more than this share of resamples would describe a
@@ -131,7 +132,7 @@ def sensitivity_target(rule: str) -> float | None:
     """The target of a ``sensitivity:<target>`` rule (e.g. "sensitivity:0.97"); None for other rules.
 
     Raises ConfigError for any rule that is not one of ``THRESHOLD_RULES``."""
-    if rule in THRESHOLD_RULES[:-1]:
+    if rule in NAMED_RULES:
         return None
     name, _, value = rule.partition(":")
     try:

@@ -78,11 +78,13 @@ def beat_model(model: LoadedModel) -> BeatModel:
     """What classifies a record's beats: the run, or an ensemble whose members cut beats alike."""
     if not model.is_ensemble:
         return model.trained
-    settings = [member.info.get("ecg", {}).get("settings") for member in model.members]
+    recorded = [member.info.get("ecg", {}).get("settings") for member in model.members]
+    settings = [BeatSettings.from_dict(s) if s else None for s in recorded]
     if any(s != settings[0] for s in settings[1:]):
         raise PredictInputError(
-            "the ensemble's members cut ECG beats differently (window, rate, filters or neighbour channels), so no beat can be "
-            "given to all of them; ensemble beat models trained with the same beat settings."
+            "the ensemble's members cut ECG beats differently (window, rate, filters or neighbour "
+            "channels), so no beat can be given to all of them; ensemble beat models trained with the "
+            "same beat settings."
         )
     return model.serving  # the ensemble: the members' weighted mean at its own validation threshold
 
