@@ -168,14 +168,15 @@ def data_import(
     }
     records = {"train": _names(train_records), "val": _names(val_records), "test": _names(test_records)}
     record_flags = {f"--{split}-records": names for split, names in records.items()}
+    given_split = any(records.values())
+    seed_given, seed = seed is not None, seed or 0
     if task is None and looks_like_ecg_folder(path.expanduser()):
         _refuse(image_flags | {"--modality": modality}, "a folder of ECG records is cut into beats as it is")
-        given = any(records.values())
-        if given:
-            _refuse({"--seed": seed is not None}, "the split is given record by record, so nothing is drawn")
-        _import_ecg_folder(path, name, records if given else None, seed or 0, neighbour_beats)
+        _refuse(
+            {"--seed": seed_given and given_split}, "the split is given record by record; nothing is drawn"
+        )
+        _import_ecg_folder(path, name, records if given_split else None, seed, neighbour_beats)
         return
-    seed = seed or 0
     _refuse(
         record_flags | {"--neighbour-beats": neighbour_beats},
         "they are for a folder of ECG records (WFDB or npz)",

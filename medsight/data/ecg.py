@@ -15,7 +15,7 @@ Mondéjar-Guerra et al., *BSPC* 2019): the beat's morphology *and* its timing.
   it, and the previous and next beats themselves (each window centred on its own R peak), so the
   network compares a beat with its neighbours as a cardiologist reads a strip. On MIT-BIH records
   held out from training it halved the false PVC alarms at a fixed sensitivity, but on mitdb-pvc's
-  test records a very noisy record (105) drew many more (BENCHMARKS.md, ECG development study).
+  test records a very noisy record (105) drew many more (BENCHMARKS.md, "what was tried for PPV").
 - RR context, one constant channel each: the RR interval before and after the beat divided by
   the local average RR (a PVC comes early and is followed by a compensatory pause), and the
   local average RR divided by the record's (heart rate changes).
@@ -212,13 +212,9 @@ def beat_inputs(beats: RecordBeats, settings: BeatSettings) -> np.ndarray:
 def neighbours_median(beats: np.ndarray, k: int) -> np.ndarray:
     """(n, L): for each beat, the median of the ``k`` beats before and the ``k`` after it (not itself).
 
-    At a record's ends the missing neighbours are mirrored from the other side, so every beat has
-    2k of them; a record of fewer beats repeats what it has."""
-    n = len(beats)
-    order = np.arange(-k, n + k)
-    mirrored = np.abs(order)  # -1 -> 1, ...
-    mirrored = np.where(mirrored > n - 1, 2 * (n - 1) - mirrored, mirrored) if n > 1 else np.zeros_like(order)
-    padded = beats[np.clip(mirrored, 0, n - 1)]
+    At a record's ends the missing neighbours are mirrored about the end beat, so every beat has 2k
+    of them (a record of k beats or fewer is mirrored again and again)."""
+    padded = np.pad(beats, ((k, k), (0, 0)), mode="reflect")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1, axis=0)  # (n, L, 2k+1)
     return np.median(np.delete(windows, k, axis=2), axis=2)
 

@@ -80,7 +80,7 @@ def load_imported_ecg(record: dict) -> ImageDataset:
             f"data set '{record['name']}' reads the ECG records in {source}, which are no longer there. "
             "Put them back or import the folder again."
         )
-    settings = BeatSettings(**record.get("beat_settings", {}))
+    settings = BeatSettings.from_dict(record.get("beat_settings", {}))
     dataset = load_ecg_beats(source, record["name"], settings=settings, records=record["records"])
     # the records are the user's: MIT-BIH's licence and citation hold only for MIT-BIH's own
     return replace(

@@ -141,8 +141,8 @@ def sensitivity_target(rule: str) -> float | None:
         target = math.nan
     if not 0 < target < 1:
         raise ConfigError(
-            f"unknown threshold rule {rule!r}; valid rules are: youden, accuracy, f1, or sensitivity:<target> "
-            "with a target between 0 and 1 (e.g. sensitivity:0.97)"
+            f"unknown threshold rule {rule!r}; valid rules are: {', '.join(NAMED_RULES)}, or "
+            "sensitivity:<target> with a target between 0 and 1 (e.g. sensitivity:0.97)"
         )
     return target
 

@@ -233,7 +233,8 @@ def classify_records(
         base
         | {"file": str(f), "status": "refused"}
         | {
-            "error": f"{f.name}: not an ECG record; give WFDB records (NAME.hea with NAME.dat), .zip or .npz files."
+            "error": f"{f.name}: not an ECG record; give WFDB records (NAME.hea with NAME.dat), .zip or "
+            ".npz files."
         }
         for f in others
     ]

@@ -4,9 +4,9 @@ Three tasks are served (``served_task``): a classifier labels an image, a segmen
 mask (its ``segmenter``, the one ``medsight predict`` uses), an ECG beat model labels every beat of a
 record (its ``trained`` model, whose inference info carries the beat settings).
 
-A run answers with the fastest checked variant ``medsight bench`` recorded in ``serving.json`` (else the
-eager model; loaded by the first request that uses it), with the test-time flips its evaluation used, so the probability is the one the
-validation threshold was chosen on. An ensemble folder (``medsight ensemble``) answers with the
+A run answers with the fastest checked variant ``medsight bench`` recorded in ``serving.json`` (else
+the eager model; a variant is loaded by the first request that uses it), with the test-time flips its
+evaluation used, so the probability is the one the validation threshold was chosen on. An ensemble folder (``medsight ensemble``) answers with the
 weighted mean of its members' probabilities and its own validation threshold. Explanations need
 gradients, so they come from the eager models: the run's own, or every member of an ensemble.
 """
